@@ -1,0 +1,181 @@
+"""Turning user arrays (NumPy, torch, CuPy, CUDA-array-interface objects) into operands the backends read.
+
+Nothing here imports a framework: an object is recognised by its type's module, and the framework module is
+taken from ``sys.modules`` (it is loaded, since the object exists). Host data becomes a flat NumPy view,
+without a copy wherever NumPy can express one; GPU data stays on its device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _deps
+from .errors import DiffcoreError
+from .stats.formats import FORMATS, FloatFormat
+
+__all__ = ["Operand", "as_operand", "check_pair"]
+
+# How kernels read an element: native floats directly; 16-bit floats as uint16 bit patterns decoded exactly.
+STORAGE_F16 = "f16bits"
+STORAGE_BF16 = "bf16bits"
+
+_INT_DTYPES = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
+_SUPPORTED = "float16, bfloat16, float32, float64 (integers are promoted to float64)"
+
+
+@dataclass
+class Operand:
+    """One side of a pair, normalised: ``data`` is 1-D in C order of the logical array.
+
+    ``dtype`` is the user's dtype name; ``storage`` says how ``data`` holds it (``float32``, ``float64``,
+    ``f16bits``, ``bf16bits``). ``device`` is ``cpu`` or ``cuda:N``. ``framework`` names where it came from.
+    """
+
+    data: object
+    shape: tuple
+    dtype: str
+    storage: str
+    device: str
+    framework: str
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def format(self) -> FloatFormat:
+        """The float format values are measured in (integers: float64)."""
+        return FORMATS.get(self.dtype, FORMATS["float64"])
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.startswith("cuda")
+
+
+def _kind(obj) -> str:
+    module = type(obj).__module__.split(".")[0]
+    if isinstance(obj, (np.ndarray, np.generic)):
+        return "numpy"
+    if module == "torch" and hasattr(obj, "device"):
+        return "torch"
+    if module == "cupy":
+        return "cupy"
+    if hasattr(obj, "__cuda_array_interface__"):
+        return "cuda_array_interface"
+    return ""
+
+
+def _check_dtype(name: str, role: str) -> str:
+    if name in FORMATS or name in _INT_DTYPES:
+        return name
+    if name in ("bool", "bool_"):
+        raise DiffcoreError(f"{role} is a bool tensor: drift needs numbers; cast it explicitly if you mean 0/1")
+    if name.startswith("complex"):
+        raise DiffcoreError(f"{role} has complex dtype {name}: compare real and imaginary parts separately")
+    raise DiffcoreError(f"{role} has unsupported dtype {name}; supported: {_SUPPORTED}")
+
+
+def _numpy_operand(arr: np.ndarray, role: str, framework: str = "numpy") -> Operand:
+    arr = np.asarray(arr)
+    dtype = _check_dtype(arr.dtype.name, role)
+    flat = arr.reshape(-1)  # a view whenever the strides allow one, else a copy
+    if dtype == "float16":
+        flat, storage = flat.view(np.uint16), STORAGE_F16
+    elif dtype == "bfloat16":  # ml_dtypes.bfloat16
+        flat, storage = flat.view(np.uint16), STORAGE_BF16
+    elif dtype in _INT_DTYPES:
+        flat, storage = flat.astype(np.float64), "float64"
+    else:
+        storage = dtype
+    return Operand(flat, tuple(arr.shape), dtype, storage, "cpu", framework)
+
+
+def _torch_dtype_name(tensor) -> str:
+    return str(tensor.dtype).replace("torch.", "")
+
+
+def _torch_operand(tensor, role: str) -> Operand:
+    torch = _deps.loaded("torch")
+    tensor = tensor.detach()
+    dtype = _check_dtype(_torch_dtype_name(tensor), role)
+    device = str(tensor.device)
+    if device == "cpu":
+        if dtype == "bfloat16":  # NumPy has no bfloat16: hand over the bit patterns, zero-copy
+            bits = tensor.view(torch.int16).numpy().view(np.uint16)
+            return Operand(bits.reshape(-1), tuple(tensor.shape), dtype, STORAGE_BF16, "cpu", "torch")
+        return _numpy_operand(tensor.numpy(), role, "torch")
+    if not device.startswith("cuda"):
+        raise DiffcoreError(f"{role} lives on {device}; diffcore reads cpu and cuda tensors: move it there")
+    if device == "cuda":
+        device = f"cuda:{tensor.device.index or 0}"
+    flat = tensor.reshape(-1)
+    if dtype in _INT_DTYPES:
+        flat, storage = flat.to(torch.float64), "float64"
+    elif dtype in ("float16", "bfloat16"):
+        flat, storage = flat.view(torch.int16), STORAGE_F16 if dtype == "float16" else STORAGE_BF16
+    else:
+        storage = dtype
+    return Operand(flat, tuple(tensor.shape), dtype, storage, device, "torch")
+
+
+def _cupy_operand(arr, role: str) -> Operand:
+    dtype = _check_dtype(arr.dtype.name, role)
+    flat = arr.reshape(-1)
+    if dtype == "float16":
+        flat, storage = flat.view("uint16"), STORAGE_F16
+    elif dtype in _INT_DTYPES:
+        flat, storage = flat.astype("float64"), "float64"
+    else:
+        storage = dtype
+    return Operand(flat, tuple(arr.shape), dtype, storage, f"cuda:{arr.device.id}", "cupy")
+
+
+def _cai_operand(obj, role: str) -> Operand:
+    cai = obj.__cuda_array_interface__
+    dtype = _check_dtype(np.dtype(cai["typestr"]).name, role)
+    shape = tuple(cai["shape"])
+    if cai.get("strides") is not None and len(shape) > 1:
+        raise DiffcoreError(f"{role} is a non-contiguous CUDA array interface object; pass a contiguous one "
+                            "or a torch/CuPy array")
+    if dtype not in ("float32", "float64"):
+        raise DiffcoreError(f"{role} is a {dtype} CUDA array interface object; pass float16/bfloat16/integer "
+                            "GPU data as a torch tensor or CuPy array")
+    return Operand(obj, shape, dtype, dtype, "cuda:0", "cuda_array_interface")
+
+
+def as_operand(obj, role: str = "array") -> Operand:
+    """Normalise ``obj`` (NumPy array or scalar, torch tensor, CuPy array, CUDA array) into an ``Operand``.
+
+    Raises:
+        DiffcoreError: ``obj`` is not an array, or has a dtype or device diffcore does not read.
+    """
+    kind = _kind(obj)
+    if kind == "numpy":
+        return _numpy_operand(obj, role)
+    if kind == "torch":
+        return _torch_operand(obj, role)
+    if kind == "cupy":
+        return _cupy_operand(obj, role)
+    if kind == "cuda_array_interface":
+        return _cai_operand(obj, role)
+    raise DiffcoreError(
+        f"{role} must be an array (numpy.ndarray, torch.Tensor or cupy.ndarray), got {type(obj).__name__}"
+        + ("; wrap it with numpy.asarray(...) if you mean it" if isinstance(obj, (list, tuple, float, int))
+           else "")
+    )
+
+
+def check_pair(ref: Operand, test: Operand, name: str = "") -> None:
+    """Raise ``DiffcoreError`` unless ``ref`` and ``test`` have the same shape and live on the same device."""
+    where = f" for {name}" if name else ""
+    if ref.shape != test.shape:
+        raise DiffcoreError(
+            f"shape mismatch{where}: ref has shape {ref.shape}, test has shape {test.shape} "
+            "(diffcore does not broadcast)"
+        )
+    if ref.device != test.device:
+        raise DiffcoreError(
+            f"device mismatch{where}: ref is on {ref.device}, test is on {test.device}; "
+            "move both to the same device"
+        )
