@@ -3,13 +3,17 @@
 The public API is small and explicit. ``import diffcore`` loads NumPy only; frameworks are imported by the
 functions that use them.
 """
+from ._version import __version__
+from .comparison import compare
 from .drift import drift, drift_many
+from .report.model import DiffReport, LayerRow
 from .errors import DiffcoreError, InternalError, MissingDependencyError
 from .stats import DEFAULT_TOLERANCES, DriftStats
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "compare",
+    "DiffReport",
+    "LayerRow",
     "drift",
     "drift_many",
     "DriftStats",

@@ -42,15 +42,21 @@ class WorkTable:
         return int(self.pair.size)
 
 
-def plan_tiles(sizes, tile_size: int) -> WorkTable:
-    """Cut each pair into tiles of ``tile_size`` elements (the last one shorter); empty pairs get none."""
+def plan_tiles(sizes, tile_size) -> WorkTable:
+    """Cut each pair into tiles of ``tile_size`` elements (the last one shorter); empty pairs get none.
+
+    ``tile_size`` is one int or one per pair. Backends derive a pair's tile size from that pair alone, so
+    its partial sums, and hence its result, do not depend on which other pairs share the call: drift_many
+    is bitwise identical to drift pair by pair.
+    """
     sizes = np.asarray(sizes, dtype=np.int64)
+    tile_size = np.broadcast_to(np.asarray(tile_size, dtype=np.int64), sizes.shape)
     counts = -(-sizes // tile_size)
     first = np.zeros(sizes.size + 1, dtype=np.int64)
     np.cumsum(counts, out=first[1:])
     pair = np.repeat(np.arange(sizes.size, dtype=np.int64), counts)
-    start = (np.arange(pair.size, dtype=np.int64) - first[pair]) * tile_size
-    stop = np.minimum(start + tile_size, sizes[pair])
+    start = (np.arange(pair.size, dtype=np.int64) - first[pair]) * tile_size[pair]
+    stop = np.minimum(start + tile_size[pair], sizes[pair])
     return WorkTable(pair, start, stop, first)
 
 

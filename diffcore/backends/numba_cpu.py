@@ -101,8 +101,9 @@ def _typed_list(arrays):
     return out
 
 
-def _tile_size(total: int, threads: int) -> int:
-    return max(MIN_TILE, -(-total // (threads * TILES_PER_THREAD)))
+def _tile_sizes(sizes, threads: int) -> np.ndarray:
+    sizes = np.asarray(sizes, dtype=np.int64)
+    return np.maximum(MIN_TILE, -(-sizes // (threads * TILES_PER_THREAD)))
 
 
 def _group_by_storage(jobs):
@@ -138,7 +139,7 @@ class NumbaCpuBackend(Backend):
         reduce_tiles, merge_pairs = _kernels()
         table_f16, table_bf16 = _tables()
         sizes = [job.size for job in jobs]
-        table = plan_tiles(sizes, _tile_size(sum(sizes), numba.get_num_threads()))
+        table = plan_tiles(sizes, _tile_sizes(sizes, numba.get_num_threads()))
         decode = np.array([[_numba_build.decode_code(j.ref.storage), _numba_build.decode_code(j.test.storage)]
                            for j in jobs], dtype=np.int64)
         params = np.stack([job.params.vector() for job in jobs])

@@ -178,7 +178,10 @@ def _cosine(dot: float, r2: float, t2: float) -> float:
         return 1.0
     if r2 == 0.0 or t2 == 0.0:
         return 0.0
-    return max(-1.0, min(1.0, dot / (math.sqrt(r2) * math.sqrt(t2))))
+    product = r2 * t2
+    # sqrt(fl(x*x)) == x in IEEE arithmetic, so identical inputs give exactly 1; split only on over/underflow.
+    norm = math.sqrt(product) if 0.0 < product < math.inf else math.sqrt(r2) * math.sqrt(t2)
+    return max(-1.0, min(1.0, dot / norm))
 
 
 def _snr_db(r2: float, d2: float) -> float:

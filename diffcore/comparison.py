@@ -1,0 +1,213 @@
+"""``compare``: run two models on the same inputs, match their layers, and localize the first divergence."""
+from __future__ import annotations
+
+import math
+import time
+
+from . import env
+from .drift import drift_many
+from .errors import DiffcoreError
+from .inputs import resolve_inputs
+from .local import LocalComputer
+from .localize import DivergenceRule, localize, summarize
+from .match.matcher import match_probes
+from .report.model import DiffReport, LayerRow, Unmatched
+from .spec import open_runner
+
+__all__ = ["compare"]
+
+_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def _pair_bytes(pair) -> int:
+    shape = pair.ref.shape or pair.test.shape
+    if shape is None or any(d is None for d in shape):
+        return 1 << 20  # unknown before running: a nominal megabyte
+    n = math.prod(shape)
+    return n * (_ITEMSIZE.get(pair.ref.dtype, 4) + _ITEMSIZE.get(pair.test.dtype, 4))
+
+
+def plan_chunks(pairs, budget_bytes: int) -> list[list]:
+    """Consecutive pairs grouped so one chunk's tensors (both sides) stay within ``budget_bytes``."""
+    chunks, current, size = [], [], 0
+    for pair in pairs:
+        need = _pair_bytes(pair)
+        if current and size + need > budget_bytes:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(pair)
+        size += need
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _same_layout(ref, test):
+    """``test`` viewed in ``ref``'s shape when the matcher allowed a reshape (same element count)."""
+    if tuple(ref.shape) == tuple(test.shape):
+        return test
+    return test.reshape(tuple(ref.shape))
+
+
+class _Comparison:
+    def __init__(self, ref, test, options):
+        self.ref, self.test, self.opt = ref, test, options
+        self.timings: dict[str, float] = {}
+        self.warnings: list[str] = []
+        self.unmatched: list[Unmatched] = []
+
+    def _timed(self, name, fn, *args):
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    def run(self, inputs) -> DiffReport:
+        data, notes = resolve_inputs(inputs, self.ref, self.test)
+        self.warnings += notes
+        ref_feed, test_feed = self.ref.prepare_inputs(data), self.test.prepare_inputs(data)
+        ref_probes = self._timed("probe", self.ref.probes, ref_feed)
+        test_probes = self._timed("probe", self.test.probes, test_feed)
+        match = self._timed("match", match_probes, ref_probes, test_probes)
+        self.unmatched += match.unmatched
+        self.local = LocalComputer(self.ref, self.test, match.pairs, self.opt["local"])
+        everywhere = self.local.everywhere()
+        if self.local.unavailable_reason():
+            self.warnings.append(self.local.unavailable_reason())
+        rows = self.rows = self._rows(match.pairs, ref_feed, test_feed, with_local=everywhere)
+        layers = [rows[id(p)] for p in match.layer_pairs if id(p) in rows]
+        outputs = [rows[id(p)] for p in match.output_pairs if id(p) in rows]
+        rule = DivergenceRule()
+        loc = localize(layers, outputs, rule=rule, explicit_tolerance=self.opt["atol"] is not None)
+        if not everywhere and loc.first_divergence is not None and not self.local.unavailable_reason():
+            loc = self._local_around(match, layers, outputs, loc, ref_feed, test_feed, rule)
+        return self._report(layers, outputs, loc, rule)
+
+    def _rows(self, pairs, ref_feed, test_feed, with_local: bool) -> dict:
+        rows = {}
+        chunks = plan_chunks(pairs, self.opt["memory_budget_mb"] << 20)
+        for chunk in _progress(chunks, self.opt["progress"]):
+            rows.update(self._chunk_rows(chunk, ref_feed, test_feed))
+            if with_local:
+                self._add_local([p for p in chunk if id(p) in rows], rows, ref_feed, test_feed)
+        return rows
+
+    def _chunk_rows(self, chunk, ref_feed, test_feed) -> dict:
+        ref_vals = self._timed("capture", self.ref.capture, ref_feed, {p.ref.key for p in chunk})
+        test_vals = self._timed("capture", self.test.capture, test_feed, {p.test.key for p in chunk})
+        kept, tensors = [], []
+        for pair in chunk:
+            r, t = ref_vals.get(pair.ref.key), test_vals.get(pair.test.key)
+            if r is None or t is None:
+                side, key = ("ref", pair.ref.key) if r is None else ("test", pair.test.key)
+                self.unmatched.append(Unmatched(side, key, "not produced in this run", pair.name))
+                continue
+            if math.prod(r.shape) != math.prod(t.shape):
+                self.unmatched.append(Unmatched("ref", pair.ref.key, f"shape differs at run time: ref "
+                                                f"{tuple(r.shape)} vs test {tuple(t.shape)}", pair.name))
+                continue
+            kept.append(pair)
+            tensors.append((r, _same_layout(r, t)))
+        stats = self._timed("statistics", drift_many, tensors, **self._drift_options())
+        return {id(p): self._row(p, s) for p, s in zip(kept, stats)}
+
+    def _drift_options(self) -> dict:
+        return {"atol": self.opt["atol"], "rtol": self.opt["rtol"], "backend": self.opt["backend"]}
+
+    def _row(self, pair, stats) -> LayerRow:
+        row = LayerRow.from_stats(stats, index=pair.ref.order, name=pair.name, ref_tensor=pair.ref.key,
+                                  test_tensor=pair.test.key, op_type=pair.test.op_type or pair.ref.op_type,
+                                  match=pair.method, notes=pair.notes)
+        row.module = pair.ref.module or pair.test.module
+        return row
+
+    def _add_local(self, pairs, rows, ref_feed, test_feed) -> None:
+        local = self._timed("local", self.local.compute, pairs, ref_feed, test_feed)
+        if not local:
+            return
+        items = [(k, r, _same_layout(r, t)) for k, (r, t) in local.items()
+                 if math.prod(r.shape) == math.prod(t.shape)]
+        stats = self._timed("statistics", drift_many, [(r, t) for _, r, t in items], **self._drift_options())
+        for (key, _, _), s in zip(items, stats):
+            rows[key].set_local(s)
+
+    def _local_around(self, match, layers, outputs, loc, ref_feed, test_feed, rule):  # noqa: PLR0913
+        """Local errors for the first divergence and its neighbours, then localize again."""
+        pair_of = {id(self.rows[id(p)]): p for p in match.layer_pairs if id(p) in self.rows}
+        index = layers.index(loc.first_divergence)
+        around = [pair_of[id(r)] for r in layers[max(0, index - 3): index + 3]]
+        self._add_local(around, self.rows, ref_feed, test_feed)
+        self.warnings.append("local errors (torch vs ONNX) were computed around the first divergence only")
+        return localize(layers, outputs, rule=rule, explicit_tolerance=self.opt["atol"] is not None)
+
+    def _report(self, layers, outputs, loc, rule) -> DiffReport:
+        self.warnings += getattr(self.ref, "warnings", []) + getattr(self.test, "warnings", [])
+        tolerance = {"atol": self.opt["atol"], "rtol": self.opt["rtol"],
+                     "source": "user" if self.opt["atol"] is not None else "default per test dtype",
+                     "rule": rule.to_dict()}
+        return DiffReport(
+            verdict="fail" if loc.failed else "pass", tolerance=tolerance, layers=layers, outputs=outputs,
+            first_divergence=loc.first_divergence, unmatched=self.unmatched,
+            ref={"kind": self.ref.kind, "description": self.ref.description},
+            test={"kind": self.test.kind, "description": self.test.description},
+            summary=summarize(layers, outputs, loc), warnings=list(dict.fromkeys(self.warnings)),
+            timings={k: round(v, 6) for k, v in self.timings.items()},
+            environment=env.collect(frameworks=False),
+        )
+
+
+def _progress(items, enabled: bool):
+    if not enabled:
+        return items
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, desc="diffcore", unit="chunk")
+
+
+def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, test_dtype=None,
+            test_autocast=None, device: str = "cpu", providers=None, backend: str = "auto",
+            local: str = "auto", keep_io_types: bool = True, memory_budget_mb: int = 1024,
+            progress: bool = False) -> DiffReport:
+    """Compare an original model (``ref``) with a converted one (``test``) layer by layer.
+
+    Args:
+        ref, test: model specs: a torch.nn.Module, an ONNX model or path, a recorded trace (path or
+            Trace), ``file.py:factory`` / ``package.module:factory``, or a Runner (diffcore/spec.py).
+        inputs: dict name -> array, an .npz path, or None (a trace's or the model's example inputs, or
+            synthesized from static input shapes).
+        atol, rtol: optional element tolerance (both or neither); with them, outputs must also pass it.
+        ref_dtype, test_dtype: run that side in this float dtype (torch: a cast copy; ONNX: float16 through
+            onnxconverter-common).
+        test_autocast: run a torch test model under torch.autocast in this dtype.
+        device: torch device ("cpu" or "cuda"); providers: ONNX Runtime execution providers.
+        backend: statistics backend (``auto`` follows the data).
+        local: "auto", "all" or "none": where to compute local errors (diffcore/local.py).
+        memory_budget_mb: tensors of both sides held at once; larger comparisons run in chunks.
+        progress: show a progress bar over chunks (needs tqdm).
+
+    Returns:
+        DiffReport: verdict, per-layer rows, first divergence, outputs, unmatched tensors.
+
+    Raises:
+        DiffcoreError: a bad model spec, inputs that do not fit the model, a failing forward pass, ...
+    """
+    if (atol is None) != (rtol is None):
+        raise DiffcoreError("give atol and rtol together, or neither")
+    if local not in ("auto", "all", "none"):
+        raise DiffcoreError(f"local must be 'auto', 'all' or 'none', got {local!r}")
+    options = {"atol": atol, "rtol": rtol, "backend": backend, "local": local,
+               "memory_budget_mb": int(memory_budget_mb), "progress": progress}
+    ref_runner = open_runner(ref, role="ref", dtype=ref_dtype, device=device, providers=providers,
+                             keep_io_types=keep_io_types)
+    test_runner = open_runner(test, role="test", dtype=test_dtype, autocast=test_autocast, device=device,
+                              providers=providers, keep_io_types=keep_io_types)
+    try:
+        return _Comparison(ref_runner, test_runner, options).run(inputs)
+    finally:
+        for runner in (ref_runner, test_runner):
+            if runner is not ref and runner is not test:
+                runner.close()
+

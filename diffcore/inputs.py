@@ -1,0 +1,82 @@
+"""The inputs both models run on: loaded from an .npz, taken from a trace or the model, or synthesized."""
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Mapping
+
+import numpy as np
+
+from .errors import DiffcoreError
+
+SEED = 0
+
+
+def load_npz(path) -> dict:
+    """Arrays of an .npz file keyed by name, read without pickle."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DiffcoreError(f"inputs file {path!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DiffcoreError(f"inputs file {path!r} is not a readable .npz without pickle ({exc})") from None
+
+
+def _to_numpy(value):
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "detach"):  # torch tensor
+        tensor = value.detach().cpu()
+        return tensor.float().numpy() if str(tensor.dtype) == "torch.bfloat16" else tensor.numpy()
+    return np.asarray(value)
+
+
+def _synthesize(specs) -> tuple[dict, str]:
+    rng = np.random.default_rng(SEED)
+    out = {}
+    for spec in specs:
+        if spec.shape is None or any(d is None for d in spec.shape):
+            raise DiffcoreError(
+                f"cannot synthesize input {spec.name!r}: its shape {spec.shape} has dynamic or unknown "
+                "dimensions; give the inputs with --inputs FILE.npz (keys: "
+                f"{', '.join(s.name for s in specs)})")
+        if spec.dtype.startswith(("float", "bfloat")):
+            out[spec.name] = rng.standard_normal(spec.shape).astype(np.float32)
+        elif spec.dtype == "bool":
+            out[spec.name] = np.ones(spec.shape, dtype=bool)
+        else:
+            out[spec.name] = np.zeros(spec.shape, dtype=spec.dtype)
+    note = ("inputs were synthesized (float: standard normal, seed 0; integer: zeros; bool: ones) from the "
+            "model's input shapes: give --inputs for meaningful data")
+    return out, note
+
+
+def resolve_inputs(inputs, ref_runner, test_runner) -> tuple[dict, list[str]]:
+    """The inputs as a dict name -> NumPy array, and notes on where they came from.
+
+    ``inputs`` may be a mapping, an .npz path, or None: then a recorded trace's inputs, a model's example
+    inputs, or inputs synthesized from static input shapes are used, in that order.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        return load_npz(inputs), []
+    if isinstance(inputs, Mapping):
+        return {name: _to_numpy(value) for name, value in inputs.items()}, []
+    if inputs is not None:
+        raise DiffcoreError(f"inputs must be a dict name -> array or an .npz path, got {type(inputs).__name__}")
+    for runner in (ref_runner, test_runner):
+        recorded = getattr(getattr(runner, "trace", None), "inputs", None)
+        if recorded:
+            return {k: _to_numpy(v) for k, v in recorded.items()}, ["inputs taken from the recorded trace"]
+    for runner in (ref_runner, test_runner):
+        example = getattr(runner, "example_inputs", None)
+        if example:
+            return {k: _to_numpy(v) for k, v in example.items()}, ["inputs are the model's example inputs"]
+    for runner in (test_runner, ref_runner):
+        specs = runner.input_specs()
+        if specs and all(s.shape is not None for s in specs):
+            data, note = _synthesize(specs)
+            return data, [note]
+    raise DiffcoreError("no inputs given and none can be synthesized: give --inputs FILE.npz keyed by the "
+                        f"model's input names ({', '.join(s.name for s in ref_runner.input_specs())})")

@@ -1,0 +1,172 @@
+"""Local errors: the test layer and the reference layer, both run on the reference's inputs.
+
+Both sides receive the reference's inputs rounded to the test's input dtype, so the local error excludes
+input rounding and everything upstream: it measures only what the layer computes differently. How a layer
+is re-run depends on the sides:
+
+- torch vs torch: forward pre-hooks record each module call's inputs on the reference; both runners then
+  call that submodule on them.
+- ONNX vs ONNX: one teacher-forced run per side, in which every node reads the reference's value of each
+  matched input instead of its own producer's output.
+- torch vs ONNX: the module's scope is cut out of the ONNX graph and fed the module's recorded inputs
+  (matched by position and shape); costlier, so by default done around the first divergence.
+- recorded traces: no model to re-run; local errors are not available.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .match.matcher import reconcile_shapes
+
+TORCH_ONNX_ALL_LIMIT = 64  # module calls up to which torch-vs-ONNX local errors are computed everywhere
+
+
+def call_key(probe) -> str:
+    """The module call a torch probe belongs to: ``path`` or ``path#k`` without the ``.i`` output suffix."""
+    module, key = probe.module or probe.key, probe.key
+    rest = key[len(module):] if key.startswith(module) else ""
+    return module + rest.split(".")[0] if rest.startswith("#") else module
+
+
+def _cast_floats(value, torch_dtype):
+    """``value`` (tensor / tuple / list / dict of them) with floating tensors cast to ``torch_dtype``."""
+    if hasattr(value, "is_floating_point"):
+        return value.to(torch_dtype) if value.is_floating_point() and torch_dtype is not None else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_cast_floats(v, torch_dtype) for v in value)
+    if isinstance(value, dict):
+        return {k: _cast_floats(v, torch_dtype) for k, v in value.items()}
+    return value
+
+
+def _torch_dtype(name):
+    if name is None:
+        return None
+    import torch
+
+    return getattr(torch, name)
+
+
+def _rounded_args(args, kwargs, test_dtype, ref_dtype):
+    """Inputs for (test, ref): rounded to the test's dtype, and that rounded value given back to the ref."""
+    test_args, test_kwargs = _cast_floats(args, test_dtype), _cast_floats(kwargs, test_dtype)
+    return (test_args, test_kwargs), (_cast_floats(test_args, ref_dtype), _cast_floats(test_kwargs, ref_dtype))
+
+
+class LocalComputer:
+    """Computes the local (ref layer, test layer) outputs for chunks of matched pairs."""
+
+    def __init__(self, ref, test, all_pairs, mode: str = "auto"):
+        self.ref, self.test, self.mode = ref, test, mode
+        self.kinds = (ref.kind, test.kind)
+        self.test_to_ref = {p.test.key: p.ref.key for p in all_pairs}
+        self.calls = {call_key(p.ref) for p in all_pairs if p.method == "module-scope"}
+
+    def unavailable_reason(self) -> str:
+        if self.mode == "none":
+            return "local errors were not requested"
+        if "trace" in self.kinds:
+            return "a recorded trace cannot be re-run, so local errors are not available"
+        if self.kinds not in (("torch", "torch"), ("onnx", "onnx"), ("torch", "onnx")):
+            return f"local errors for {self.kinds[0]} vs {self.kinds[1]} are not implemented"
+        return ""
+
+    def everywhere(self) -> bool:
+        """Whether to compute local errors for every layer now (else only around the first divergence)."""
+        if self.unavailable_reason():
+            return False
+        if self.kinds == ("torch", "onnx"):
+            return self.mode == "all" or len(self.calls) <= TORCH_ONNX_ALL_LIMIT
+        return True
+
+    def compute(self, pairs, ref_feed, test_feed) -> dict:
+        """{id(pair): (ref_local, test_local)} for the pairs it can re-run."""
+        if not pairs or self.unavailable_reason():
+            return {}
+        if self.kinds == ("torch", "torch"):
+            return self._torch_torch(pairs, ref_feed)
+        if self.kinds == ("onnx", "onnx"):
+            return self._onnx_onnx(pairs, ref_feed, test_feed)
+        return self._torch_onnx(pairs, ref_feed)
+
+    # ---- torch vs torch ----------------------------------------------------------------------------------
+    def _torch_torch(self, pairs, ref_feed) -> dict:
+        by_call = {}
+        for pair in pairs:
+            if pair.method != "output" and pair.ref.module:
+                by_call.setdefault(call_key(pair.ref), []).append(pair)
+        recorded = self.ref.capture_inputs(ref_feed, list(by_call))
+        test_dtype, ref_dtype = _torch_dtype(self.test.dtype), _torch_dtype(self.ref.dtype)
+        out = {}
+        for call, group in by_call.items():
+            if call not in recorded:
+                continue
+            args, kwargs = recorded[call]
+            (t_args, t_kwargs), (r_args, r_kwargs) = _rounded_args(args, kwargs, test_dtype, ref_dtype)
+            test_out = self.test.run_module(call, t_args, t_kwargs)
+            ref_out = self.ref.run_module(call, r_args, r_kwargs)
+            for pair in group:
+                if pair.ref.key in ref_out and pair.test.key in test_out:
+                    out[id(pair)] = (ref_out[pair.ref.key], test_out[pair.test.key])
+        return out
+
+    # ---- ONNX vs ONNX ------------------------------------------------------------------------------------
+    def _onnx_onnx(self, pairs, ref_feed, test_feed) -> dict:
+        pairs = [p for p in pairs if p.test.key in self.test.producer_inputs_map]
+        inputs = {i for p in pairs for i in self.test.producer_inputs_map[p.test.key]}
+        fed = sorted(i for i in inputs if i in self.test_to_ref)
+        if not pairs:
+            return {}
+        ref_values = self.ref.capture(ref_feed, {self.test_to_ref[i] for i in fed})
+        test_feeds, ref_feeds = {}, {}
+        for name in fed:
+            value = np.asarray(ref_values[self.test_to_ref[name]])
+            rounded = value.astype(self.test.value_dtype(name), copy=False)
+            test_feeds[name] = rounded
+            ref_feeds[self.test_to_ref[name]] = rounded.astype(value.dtype, copy=False)
+        test_out = self.test.teacher_forced(test_feed, test_feeds, [p.test.key for p in pairs])
+        ref_out = self.ref.teacher_forced(ref_feed, ref_feeds, [p.ref.key for p in pairs])
+        return {id(p): (ref_out[p.ref.key], test_out[p.test.key]) for p in pairs
+                if p.ref.key in ref_out and p.test.key in test_out}
+
+    # ---- torch vs ONNX -----------------------------------------------------------------------------------
+    def _torch_onnx(self, pairs, ref_feed) -> dict:
+        by_call = {}
+        for pair in pairs:
+            if pair.method == "module-scope":
+                by_call.setdefault(call_key(pair.ref), []).append(pair)
+        recorded = self.ref.capture_inputs(ref_feed, list(by_call))
+        out = {}
+        for call, group in by_call.items():
+            if call in recorded:
+                out.update(self._run_scope(call, group, *recorded[call]))
+        return out
+
+    def _run_scope(self, call, group, args, kwargs) -> dict:
+        module = group[0].ref.module
+        entries = self.test.scope_entries(module)
+        tensors = [t for t in _flat_tensors((args, kwargs))]
+        feeds, used = {}, set()
+        for name, shape, dtype in entries:
+            k = next((k for k, t in enumerate(tensors) if k not in used and
+                      reconcile_shapes(tuple(t.shape), shape)[0] and tuple(t.shape) == tuple(shape or t.shape)),
+                     None)
+            if k is None:
+                return {}  # the module's inputs cannot be told apart: no local error here
+            used.add(k)
+            feeds[name] = tensors[k].detach().cpu().numpy().astype(dtype, copy=False)
+        exits = self.test.run_scope(module, feeds)
+        ref_out = self.ref.run_module(call, args, kwargs)
+        return {id(p): (ref_out[p.ref.key], exits[p.test.key]) for p in group
+                if p.ref.key in ref_out and p.test.key in exits}
+
+
+def _flat_tensors(value):
+    if hasattr(value, "is_floating_point"):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _flat_tensors(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _flat_tensors(v)

@@ -1,0 +1,193 @@
+"""Localization: the first divergence in execution order, and whether it is born there or carried in.
+
+The rule (``DivergenceRule``), dtype-aware so that float16 noise in every layer is not a divergence:
+
+- A layer's *local error* compares the test layer with the reference layer, both run on the reference's
+  inputs rounded to the test's input dtype. Identical input values on both sides mean the local error
+  excludes input rounding and accumulated upstream error: it is what the layer itself computes differently.
+- A layer **diverges here** (``diverged``) when its local error is anomalous: its relative L2 error exceeds
+  both ``noise_ulps`` machine epsilons of the test dtype and ``anomaly_factor`` times the median local
+  error of all layers ("many ULPs above its neighbours"), or the layer makes NaN/Inf from finite inputs.
+- A layer **is past a limit** when its accumulated error shows a new NaN/Inf, a relative L2 error over
+  ``fail_rel_l2`` (5 %, a conversion bug), or, where no local error was computed, a jump of
+  ``jump_factor`` over every upstream layer's error (and over the noise floor). Such a layer is ``carried``
+  when its local error is small (the error arrived from upstream), else ``diverged``.
+- Otherwise a layer is ``drift`` above ``fine_rel_l2`` (0.1 %), ``ok`` below. Depth enters through the
+  local error: accumulated noise is judged only against the 5 % band, never against per-layer noise.
+
+The first divergence is the first ``diverged`` row; if none, the first ``carried`` one (error that grew
+gradually with no single layer at fault). The comparison fails when there is a first divergence or a model
+output shows a new NaN/Inf, exceeds 5 %, or (with explicit atol/rtol) mismatches under the tolerance.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass
+
+from .report.model import CARRIED, DIVERGED, DRIFT, OK
+from .stats.formats import FORMATS
+
+
+@dataclass(frozen=True)
+class DivergenceRule:
+    """Thresholds of the divergence rule (see the module docstring)."""
+
+    fine_rel_l2: float = 1e-3
+    fail_rel_l2: float = 5e-2
+    noise_ulps: float = 32.0
+    anomaly_factor: float = 20.0
+    jump_factor: float = 100.0
+    born_here_share: float = 0.5
+
+    def noise_floor(self, dtype: str) -> float:
+        """Relative error a correct layer computing in ``dtype`` may show."""
+        return self.noise_ulps * _eps(dtype)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _eps(dtype: str) -> float:
+    return FORMATS.get(dtype, FORMATS["float32"]).machine_epsilon
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+@dataclass
+class Localization:
+    first_divergence: object  # LayerRow or None
+    failed_outputs: list
+    median_local: float | None
+
+    @property
+    def failed(self) -> bool:
+        return self.first_divergence is not None or bool(self.failed_outputs)
+
+
+class _Judge:
+    def __init__(self, rows, rule: DivergenceRule):
+        self.rule = rule
+        locals_ = [r.local_rel_l2 for r in rows if _finite(r.local_rel_l2)]
+        self.median_local = statistics.median(locals_) if locals_ else None
+        self.upstream_max = 0.0
+        self.seen_limit = False
+
+    def local_threshold(self, dtype: str) -> float:
+        floor = self.rule.noise_floor(dtype)
+        if self.median_local is None:
+            return floor
+        return max(floor, self.rule.anomaly_factor * self.median_local)
+
+    def local_fires(self, row) -> str:
+        if row.local_new_nonfinite:
+            return f"makes NaN/Inf from the reference's (finite) inputs: {row.local_new_nonfinite} values"
+        if row.local_rel_l2 is None:
+            return ""
+        threshold = self.local_threshold(row.test_dtype)
+        if row.local_rel_l2 > threshold:
+            ratio = "" if not self.median_local else f", {row.local_rel_l2 / self.median_local:.3g}x the median layer"
+            return f"local error {_pct(row.local_rel_l2)} above its threshold {_pct(threshold)}{ratio}"
+        return ""
+
+    def limit_fires(self, row) -> str:
+        if row.new_nonfinite:
+            return _nonfinite_cause(row)
+        if row.rel_l2 > self.rule.fail_rel_l2:
+            return f"relative L2 error {_pct(row.rel_l2)} exceeds {_pct(self.rule.fail_rel_l2)}"
+        if row.local_rel_l2 is None:
+            floor = max(self.rule.noise_floor(row.test_dtype),
+                        self.rule.jump_factor * max(self.upstream_max, _eps(row.test_dtype)))
+            if row.rel_l2 > floor:
+                return f"relative L2 error jumps to {_pct(row.rel_l2)} (upstream at most {_pct(self.upstream_max)})"
+        return ""
+
+    def judge(self, row) -> None:
+        local_cause, limit_cause = self.local_fires(row), self.limit_fires(row)
+        if local_cause:
+            row.status, row.cause = DIVERGED, local_cause + ("; " + limit_cause if limit_cause else "")
+        elif limit_cause:
+            self._past_limit(row, limit_cause)
+        elif row.rel_l2 > self.rule.fine_rel_l2:
+            row.status, row.cause = DRIFT, f"within the expected noise of {row.test_dtype}"
+        else:
+            row.status, row.cause = OK, ""
+        if _finite(row.rel_l2):
+            self.upstream_max = max(self.upstream_max, row.rel_l2)
+
+    def _past_limit(self, row, cause: str) -> None:
+        if row.local_rel_l2 is not None:
+            row.status = CARRIED
+            row.cause = f"{cause}; arrived from upstream (local error only {_pct(row.local_rel_l2)})"
+        elif not self.seen_limit:
+            row.status, row.cause = DIVERGED, f"{cause} (local error not computed)"
+        else:
+            row.status, row.cause = CARRIED, f"{cause}; follows an earlier divergence"
+        self.seen_limit = True
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.3g} %" if _finite(value) else str(value)
+
+
+def _nonfinite_cause(row) -> str:
+    cause = f"{row.new_nonfinite} NaN/Inf in the test output where the reference has none"
+    if row.overflow_risk:
+        cause += (f"; {row.overflow_risk} reference values exceed the {row.test_dtype} range "
+                  f"(max {FORMATS[row.test_dtype].max_finite:g}): an overflow")
+    return cause
+
+
+def _output_fails(row, rule: DivergenceRule, explicit_tolerance: bool) -> str:
+    if row.new_nonfinite:
+        return _nonfinite_cause(row)
+    if row.rel_l2 > rule.fail_rel_l2:
+        return f"relative L2 error {_pct(row.rel_l2)} exceeds {_pct(rule.fail_rel_l2)}"
+    if explicit_tolerance and row.mismatch_frac > 0:
+        return f"{_pct(row.mismatch_frac)} of the elements are outside atol/rtol"
+    return ""
+
+
+def localize(layers, outputs, *, rule: DivergenceRule | None = None, explicit_tolerance: bool = False
+             ) -> Localization:
+    """Set ``status``/``cause`` on every row and find the first divergence (rows are in execution order)."""
+    rule = rule or DivergenceRule()
+    judge = _Judge(layers, rule)
+    for row in layers:
+        judge.judge(row)
+    first = next((r for r in layers if r.status == DIVERGED), None) or \
+        next((r for r in layers if r.status == CARRIED), None)
+    failed = []
+    for row in outputs:
+        cause = _output_fails(row, rule, explicit_tolerance)
+        if cause:
+            row.status, row.cause = (CARRIED if first is not None else DIVERGED), cause
+            failed.append(row)
+        else:
+            row.status = DRIFT if row.rel_l2 > rule.fine_rel_l2 else OK
+            row.cause = ""
+    return Localization(first, failed, judge.median_local)
+
+
+def summarize(layers, outputs, loc: Localization) -> str:
+    """One paragraph saying what diverged first, where, and why (or why the comparison passes)."""
+    worst_out = max(outputs, key=lambda r: r.rel_l2 if _finite(r.rel_l2) else math.inf, default=None)
+    out_text = f" Worst output {worst_out.name}: rel L2 {_pct(worst_out.rel_l2)}." if worst_out else ""
+    if not loc.failed:
+        worst = max(layers, key=lambda r: r.rel_l2 if _finite(r.rel_l2) else math.inf, default=None)
+        where = f"; largest layer error {_pct(worst.rel_l2)} at {worst.name}" if worst else ""
+        return f"PASS: {len(layers)} layers compared, no divergence{where}.{out_text}"
+    first = loc.first_divergence
+    if first is None:
+        return f"FAIL: no layer diverges, but the outputs do: {loc.failed_outputs[0].cause}.{out_text}"
+    position = f"layer {layers.index(first) + 1} of {len(layers)}"
+    op = f" ({first.op_type})" if first.op_type else ""
+    if first.status == DIVERGED:
+        origin = "the error is born in this layer"
+    else:
+        top = max((r for r in layers if _finite(r.local_rel_l2)), key=lambda r: r.local_rel_l2, default=None)
+        origin = "the error accumulated over upstream layers with none standing out" + (
+            f" (largest local error {_pct(top.local_rel_l2)} at {top.name})" if top else "")
+    return f"FAIL: first divergence at {first.name}{op}, {position}: {first.cause}; {origin}.{out_text}"

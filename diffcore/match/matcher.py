@@ -1,0 +1,213 @@
+"""Matching the tensors of two sides: which reference tensor each test tensor should be compared with.
+
+Every pair records how it was matched (``method``); every tensor left without a counterpart is listed with
+the reason, never dropped silently. Strategies, in order:
+
+1. ``output``: model outputs by position.
+2. ``name``: the same key on both sides (torch vs torch module paths; ONNX vs ONNX value names).
+3. ``module-scope``: torch module paths vs ONNX values leaving that module's scope (both exporters leave
+   module paths: TorchScript in node names, dynamo in ``pkg.torch.onnx.name_scopes``).
+4. ``node``: ONNX values produced by the same-named node at the same output slot (a converter that renames
+   a value, e.g. the pre-Cast output of a keep_io_types float16 model).
+
+Shapes are reconciled: equal, equal once size-1 dimensions are dropped, or the same element count
+(compared flattened, with a note). Anything else is reported unmatched with both shapes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..capture.base import Probe
+from ..report.model import Unmatched
+
+
+@dataclass
+class Pair:
+    """A reference tensor and the test tensor it is compared with."""
+
+    ref: Probe
+    test: Probe
+    name: str          # display name: the torch module path where known, else the ONNX value name
+    method: str        # output | name | module-scope | node
+    notes: list = field(default_factory=list)
+
+    @property
+    def is_output(self) -> bool:
+        return self.ref.is_output and self.test.is_output and self.method == "output"
+
+
+@dataclass
+class MatchResult:
+    pairs: list        # Pair, in the reference's execution order (outputs last)
+    unmatched: list    # Unmatched
+
+    @property
+    def layer_pairs(self) -> list:
+        return [p for p in self.pairs if not p.is_output]
+
+    @property
+    def output_pairs(self) -> list:
+        return [p for p in self.pairs if p.is_output]
+
+
+def is_graph_probe(probe: Probe) -> bool:
+    """True for ONNX-like probes (values produced by graph nodes), False for torch module outputs."""
+    return probe.node is not None
+
+
+def _numel(shape) -> int | None:
+    return None if shape is None or any(d is None for d in shape) else math.prod(shape)
+
+
+def reconcile_shapes(ref_shape, test_shape) -> tuple[bool, str]:
+    """Whether two shapes can be compared element by element, and the note saying how."""
+    if ref_shape is None or test_shape is None or tuple(ref_shape) == tuple(test_shape):
+        return True, ""
+    squeeze = lambda s: tuple(d for d in s if d != 1)  # noqa: E731
+    if squeeze(ref_shape) == squeeze(test_shape):
+        return True, f"size-1 dims differ: ref {tuple(ref_shape)} vs test {tuple(test_shape)}"
+    n_ref, n_test = _numel(ref_shape), _numel(test_shape)
+    if n_ref is not None and n_ref == n_test:
+        return True, f"compared flattened: ref {tuple(ref_shape)} vs test {tuple(test_shape)}"
+    return False, f"shape differs: ref {tuple(ref_shape)} vs test {tuple(test_shape)}"
+
+
+def _display_name(ref: Probe, test: Probe) -> str:
+    """The torch key (module path, with #k / .i suffixes) where a side is torch, else the ONNX value name."""
+    for probe in (ref, test):
+        if not is_graph_probe(probe):
+            return probe.key
+    return ref.key
+
+
+class _Matcher:
+    def __init__(self, ref_probes, test_probes):
+        self.ref = list(ref_probes)
+        self.test = list(test_probes)
+        self.pairs: list[Pair] = []
+        self.unmatched: list[Unmatched] = []
+        self.paired_ref: set[str] = set()
+        self.paired_test: set[str] = set()
+
+    def add(self, ref: Probe, test: Probe, method: str, name: str | None = None) -> bool:
+        ok, note = reconcile_shapes(ref.shape, test.shape)
+        if not ok:
+            return False
+        self.pairs.append(Pair(ref, test, name or _display_name(ref, test), method, [note] if note else []))
+        self.paired_ref.add(ref.key)
+        self.paired_test.add(test.key)
+        return True
+
+    def outputs(self):
+        test_outputs = {p.output_index: p for p in self.test if p.is_output}
+        for ref in (p for p in self.ref if p.is_output):
+            test = test_outputs.get(ref.output_index)
+            if test is not None:
+                label = ref.key if is_graph_probe(ref) else (test.key if is_graph_probe(test) else ref.key)
+                self.add(ref, test, "output", name=label)
+
+    def by_name(self):
+        test_by_key = {p.key: p for p in self.test}
+        for ref in self.ref:
+            test = test_by_key.get(ref.key)
+            # torch "output" probes repeat the last module's output: they are output rows only. ONNX outputs
+            # are also the last values of the graph, so they stay among the layers too.
+            torch_output = ref.is_output and not is_graph_probe(ref)
+            if test is not None and not torch_output and is_graph_probe(ref) == is_graph_probe(test):
+                self.add(ref, test, "name")
+
+    def by_module_scope(self):
+        """torch module outputs vs ONNX values leaving that module's scope, pairing repeated calls in order."""
+        torch_side, graph_side, torch_is_ref = self._split_kinds()
+        if torch_side is None:
+            return
+        exits = {}
+        for value in graph_side:
+            for module in value.meta.get("modules") or ([value.module] if value.module else []):
+                exits.setdefault(module, []).append(value)
+        for module, probes in self._torch_by_module(torch_side).items():
+            candidates = sorted(exits.get(module, []), key=lambda v: v.order)
+            for probe, value in zip(probes, self._pick(probes, candidates)):
+                if value is not None:
+                    ref, test = (probe, value) if torch_is_ref else (value, probe)
+                    self.add(ref, test, "module-scope", name=probe.key)
+
+    def _split_kinds(self):
+        ref_graph = any(is_graph_probe(p) for p in self.ref)
+        test_graph = any(is_graph_probe(p) for p in self.test)
+        if ref_graph == test_graph:
+            return None, None, None
+        return (self.ref, self.test, True) if test_graph else (self.test, self.ref, False)
+
+    @staticmethod
+    def _torch_by_module(torch_side):
+        groups = {}
+        for probe in torch_side:
+            if probe.is_output or probe.module is None:
+                continue
+            groups.setdefault(probe.module, []).append(probe)
+        return groups
+
+    @staticmethod
+    def _pick(probes, candidates):
+        """Candidate value for each torch probe of one module: by shape, in execution order."""
+        chosen, used = [], set()
+        for probe in probes:
+            fits = [c for c in candidates if c.key not in used and reconcile_shapes(probe.shape, c.shape)[0]]
+            # Several values may leave the scope (e.g. a value reused outside); the module's output is the last.
+            pick = fits[-1] if len(probes) == 1 and fits else (fits[0] if fits else None)
+            if pick is not None:
+                used.add(pick.key)
+            chosen.append(pick)
+        return chosen
+
+    def by_node(self):
+        test_by_slot = {(p.node, p.meta.get("slot", 0)): p for p in self.test
+                        if is_graph_probe(p) and p.key not in self.paired_test}
+        for ref in self.ref:
+            if ref.key in self.paired_ref or not is_graph_probe(ref):
+                continue
+            test = test_by_slot.get((ref.node, ref.meta.get("slot", 0)))
+            if test is not None and test.meta.get("cast_of") is None:
+                self.add(ref, test, "node")
+
+    def leftovers(self):
+        for side, probes, paired in (("ref", self.ref, self.paired_ref), ("test", self.test, self.paired_test)):
+            for probe in probes:
+                if probe.key not in paired:
+                    self.unmatched.append(Unmatched(side, probe.key, self._why(side, probe),
+                                                    probe.module or ""))
+
+    def _why(self, side: str, probe: Probe) -> str:
+        cast_of = probe.meta.get("cast_of")
+        if cast_of is not None and side == "test":
+            return f"inserted Cast of {cast_of!r} (the same tensor in another dtype)"
+        cast_to = next((p.key for p in self.test if p.meta.get("cast_of") == probe.key
+                        and p.key in self.paired_test), None) if side == "test" else None
+        if cast_to is not None:
+            return f"input of the inserted Cast to {cast_to!r} (compared as {cast_to!r})"
+        other = self.test if side == "ref" else self.ref
+        twin = next((p for p in other if p.key == probe.key), None)
+        if twin is not None:
+            return reconcile_shapes(*((probe.shape, twin.shape) if side == "ref" else (twin.shape, probe.shape)))[1]
+        if is_graph_probe(probe) and not any(is_graph_probe(p) for p in other):
+            return "internal ONNX value: no module output leaves the graph here"
+        if not is_graph_probe(probe) and any(is_graph_probe(p) for p in other):
+            return "no ONNX value leaves this module's scope (folded or removed by the exporter)"
+        return f"no counterpart on the {'test' if side == 'ref' else 'reference'} side (removed, renamed or fused)"
+
+    def run(self) -> MatchResult:
+        self.outputs()
+        self.by_name()
+        self.by_module_scope()
+        self.by_node()
+        self.leftovers()
+        order = {p.key: p.order for p in self.ref}
+        self.pairs.sort(key=lambda pair: (pair.is_output, order[pair.ref.key]))
+        return MatchResult(self.pairs, self.unmatched)
+
+
+def match_probes(ref_probes, test_probes) -> MatchResult:
+    """Pair the probes of two sides (see the module docstring for the strategies)."""
+    return _Matcher(ref_probes, test_probes).run()

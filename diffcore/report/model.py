@@ -1,0 +1,244 @@
+"""The comparison report as data: ``LayerRow`` per matched pair, ``DiffReport`` for the whole comparison.
+
+JSON (``DiffReport.to_json``) is strict JSON: non-finite floats are written as the strings ``"Infinity"``,
+``"-Infinity"`` and ``"NaN"`` and read back as floats. ``SCHEMA_VERSION`` changes when a field changes
+meaning or disappears; new fields may be added without a change.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+SCHEMA_VERSION = "diffcore.report/1"
+
+# Row statuses, from the localizer (localize.py documents the rules).
+OK = "ok"                # within the 0.1 % band
+DRIFT = "drift"          # above 0.1 % but expected for the test dtype and depth
+DIVERGED = "diverged"    # a divergence rule fired here: the error is born in this layer
+CARRIED = "carried"      # past a rule, but the error arrived from upstream (its local error is small)
+STATUSES = (OK, DRIFT, DIVERGED, CARRIED)
+
+_NONFINITE = {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan}
+
+
+@dataclass
+class LayerRow:
+    """Statistics of one matched pair of tensors (a layer output or a model output)."""
+
+    index: int                 # position in the reference's execution order
+    name: str                  # torch module path where known, else the ONNX node or value name
+    ref_tensor: str            # the probe key on the reference side
+    test_tensor: str           # the probe key on the test side
+    shape: list
+    ref_dtype: str
+    test_dtype: str
+    max_abs: float
+    mean_abs: float
+    max_rel: float
+    rel_l2: float
+    cosine: float
+    snr_db: float
+    mismatch_frac: float
+    nan_ref: int
+    nan_test: int
+    inf_ref: int
+    inf_test: int
+    max_ulp: float = 0.0
+    p99_abs: float = 0.0
+    overflow_risk: int = 0
+    underflow_risk: int = 0
+    max_abs_index: list | None = None
+    new_nonfinite: int = 0     # NaN/Inf in test where the reference has none (or another Inf)
+    op_type: str | None = None
+    module: str | None = None  # torch module path the tensor leaves, where known
+    match: str = ""            # how the pair was matched (matcher.py)
+    local_max_abs: float | None = None   # test layer run on the reference's inputs; None if not computed
+    local_rel_l2: float | None = None
+    local_new_nonfinite: int | None = None
+    status: str = OK
+    cause: str = ""            # why the status, in words
+    notes: list = field(default_factory=list)
+
+    @classmethod
+    def from_stats(cls, stats, *, index, name, ref_tensor, test_tensor, op_type=None, match="", notes=None):
+        """A row from ``DriftStats``; status and local error are filled in by the localizer."""
+        return cls(
+            index=index, name=name, ref_tensor=ref_tensor, test_tensor=test_tensor, shape=list(stats.shape),
+            ref_dtype=stats.ref_dtype, test_dtype=stats.test_dtype, max_abs=stats.max_abs,
+            mean_abs=stats.mean_abs, max_rel=stats.max_rel, rel_l2=stats.rel_l2, cosine=stats.cosine,
+            snr_db=stats.snr_db, mismatch_frac=stats.mismatch_frac, nan_ref=stats.nan_ref,
+            nan_test=stats.nan_test, inf_ref=stats.inf_ref, inf_test=stats.inf_test, max_ulp=stats.max_ulp,
+            p99_abs=stats.p99_abs, overflow_risk=stats.overflow_risk, underflow_risk=stats.underflow_risk,
+            max_abs_index=None if stats.max_abs_index is None else list(stats.max_abs_index),
+            new_nonfinite=(stats.nan_test - stats.nan_both) + (stats.inf_test - stats.inf_both),
+            op_type=op_type, match=match, notes=list(notes or []),
+        )
+
+    def set_local(self, stats) -> None:
+        """Record the local error: this layer of the test model run on the reference's inputs."""
+        self.local_max_abs = stats.max_abs
+        self.local_rel_l2 = stats.rel_l2
+        self.local_new_nonfinite = (stats.nan_test - stats.nan_both) + (stats.inf_test - stats.inf_both)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LayerRow:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Unmatched:
+    """A tensor of one side with no counterpart on the other, and why."""
+
+    side: str       # "ref" or "test"
+    key: str
+    reason: str
+    name: str = ""  # display name (module path) where known
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class DiffReport:
+    """The result of comparing two models layer by layer.
+
+    ``bool(report)`` is True when the comparison passes; ``report.exit_code`` is the CLI's (0 pass, 1 fail).
+    In a notebook the report renders as HTML with the first divergence highlighted.
+    """
+
+    verdict: str                         # "pass" or "fail"
+    tolerance: dict                      # atol/rtol (and their source) plus the divergence rule's bands
+    layers: list                         # LayerRow, in the reference's execution order
+    outputs: list                        # LayerRow, one per model output
+    first_divergence: LayerRow | None = None
+    unmatched: list = field(default_factory=list)   # Unmatched
+    ref: dict = field(default_factory=dict)         # description of the reference side
+    test: dict = field(default_factory=dict)
+    summary: str = ""                    # one paragraph: what diverged first, where, why
+    warnings: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+    environment: dict = field(default_factory=dict)
+    schema_version: str = SCHEMA_VERSION
+
+    # ---- verdict ---------------------------------------------------------------------------------------
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "pass"
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    # ---- data ------------------------------------------------------------------------------------------
+    def rows(self, include_outputs: bool = False) -> list[dict]:
+        """Rows as plain dicts, ready for ``pandas.DataFrame(report.rows())``."""
+        rows = [r.to_dict() for r in self.layers]
+        if include_outputs:
+            rows += [dict(r.to_dict(), is_output=True) for r in self.outputs]
+        return rows
+
+    def row(self, name: str) -> LayerRow:
+        """The layer (or output) row called ``name``."""
+        for r in self.layers + self.outputs:
+            if r.name == name or r.ref_tensor == name:
+                return r
+        from ..errors import DiffcoreError, format_choices
+
+        raise DiffcoreError(f"no row named {name!r}; rows: {format_choices([r.name for r in self.layers])}")
+
+    def to_dict(self) -> dict:
+        return {
+            "schema_version": self.schema_version, "verdict": self.verdict, "summary": self.summary,
+            "tolerance": self.tolerance,
+            "first_divergence": None if self.first_divergence is None else self.first_divergence.to_dict(),
+            "layers": [r.to_dict() for r in self.layers], "outputs": [r.to_dict() for r in self.outputs],
+            "unmatched": [u.to_dict() for u in self.unmatched], "ref": self.ref, "test": self.test,
+            "warnings": list(self.warnings), "timings": self.timings, "environment": self.environment,
+        }
+
+    def to_json(self, indent: int | None = 1) -> str:
+        """Strict JSON (non-finite floats as "Infinity"/"-Infinity"/"NaN" strings)."""
+        return json.dumps(_encode_nonfinite(self.to_dict()), indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DiffReport:
+        from ..errors import DiffcoreError
+
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise DiffcoreError(f"report schema {version!r} is not {SCHEMA_VERSION!r}: written by another "
+                                "diffcore version")
+        first = data.get("first_divergence")
+        return cls(
+            verdict=data["verdict"], tolerance=data["tolerance"],
+            layers=[LayerRow.from_dict(r) for r in data["layers"]],
+            outputs=[LayerRow.from_dict(r) for r in data["outputs"]],
+            first_divergence=None if first is None else LayerRow.from_dict(first),
+            unmatched=[Unmatched(**u) for u in data.get("unmatched", [])], ref=data.get("ref", {}),
+            test=data.get("test", {}), summary=data.get("summary", ""), warnings=data.get("warnings", []),
+            timings=data.get("timings", {}), environment=data.get("environment", {}), schema_version=version,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> DiffReport:
+        from ..errors import DiffcoreError
+
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DiffcoreError(f"not a diffcore report (invalid JSON: {exc})") from None
+        return cls.from_dict(_decode_nonfinite(data))
+
+    # ---- views (report/text.py, report/html.py, report/plot.py) ------------------------------------------
+    def to_text(self, max_rows: int | None = 60) -> str:
+        from .text import render_text
+
+        return render_text(self, max_rows=max_rows)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def _repr_html_(self) -> str:
+        from .html import render_html
+
+        return render_html(self)
+
+    def to_html(self) -> str:
+        """A standalone HTML page (the notebook view plus a page header)."""
+        from .html import render_page
+
+        return render_page(self)
+
+    def plot(self, ax=None, metric: str = "rel_l2"):
+        """Error against depth with matplotlib (an optional dependency); returns the Axes."""
+        from .plot import plot_depth
+
+        return plot_depth(self, ax=ax, metric=metric)
+
+
+def _encode_nonfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _encode_nonfinite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode_nonfinite(v) for v in value]
+    return value
+
+
+def _decode_nonfinite(value):
+    if isinstance(value, str) and value in _NONFINITE:
+        return _NONFINITE[value]
+    if isinstance(value, dict):
+        return {k: _decode_nonfinite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode_nonfinite(v) for v in value]
+    return value

@@ -1,0 +1,99 @@
+"""Turning what the user names as REF or TEST into a Runner.
+
+A model spec is one of: a ``Runner``; a ``torch.nn.Module``; an ``onnx.ModelProto``; a recorded ``Trace``;
+or a string: ``path/model.onnx``, ``path/trace.npz`` (recorded with ``diffcore capture``),
+``path/file.py:factory`` or ``package.module:factory`` (a callable returning a torch.nn.Module).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import _deps
+from .capture.base import Runner
+from .errors import DiffcoreError
+
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def _check_dtype(dtype: str | None, role: str) -> None:
+    if dtype is not None and dtype not in FLOAT_DTYPES:
+        raise DiffcoreError(f"{role} dtype {dtype!r} is not one of {', '.join(FLOAT_DTYPES)}")
+
+
+def _is_torch_module(obj) -> bool:
+    torch = _deps.loaded("torch")  # an nn.Module exists only if torch is loaded
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
+def _onnx_runner(model, dtype, providers, keep_io_types, role):
+    from .capture.onnx_runner import OnnxRunner
+
+    if dtype not in (None, "float32", "float16"):
+        raise DiffcoreError(f"{role}: converting an ONNX model to {dtype} is not supported (onnxconverter-common "
+                            "makes float16 models); pass a model already converted")
+    return OnnxRunner(model, providers=providers, float16=dtype == "float16", keep_io_types=keep_io_types,
+                      name=role)
+
+
+def _torch_runner(module, dtype, autocast, device, example_inputs, role):
+    from .capture.torch_runner import TorchRunner
+
+    return TorchRunner(module, dtype=dtype, autocast=autocast, device=device, name=role,
+                       example_inputs=example_inputs)
+
+
+def _from_string(spec: str, dtype, autocast, device, providers, keep_io_types, role) -> Runner:
+    path = Path(spec)
+    if spec.endswith(".onnx"):
+        return _onnx_runner(spec, dtype, providers, keep_io_types, role)
+    if spec.endswith(".npz"):
+        from .capture.trace import Trace, TraceRunner
+
+        if dtype:
+            raise DiffcoreError(f"{role} is a recorded trace: its dtype is fixed, --{role}-dtype does not apply")
+        return TraceRunner(Trace.load(spec))
+    if ":" in spec and not (os.name == "nt" and path.exists()):
+        from .capture.torch_runner import load_factory
+
+        module, example_inputs = load_factory(spec)
+        return _torch_runner(module, dtype, autocast, device, example_inputs, role)
+    if path.exists():
+        raise DiffcoreError(f"{role} {spec!r}: unknown model file type; expected a .onnx model or a .npz trace")
+    raise DiffcoreError(
+        f"{role} {spec!r} is not a model: expected path/model.onnx, path/trace.npz, path/file.py:factory or "
+        "package.module:factory"
+    )
+
+
+def open_runner(spec, *, role: str = "model", dtype: str | None = None, autocast: str | None = None,
+                device: str = "cpu", providers=None, keep_io_types: bool = True) -> Runner:
+    """The Runner for a model spec (see the module docstring).
+
+    Args:
+        role: "ref" or "test", used in messages.
+        dtype: run the model in this float dtype (torch: a cast copy; ONNX: float16 via onnxconverter-common).
+        autocast: run a torch model under torch.autocast in this dtype.
+        device: "cpu" or "cuda" for torch models; ONNX models use ``providers``.
+        providers: ONNX Runtime execution providers.
+        keep_io_types: for float16 ONNX conversion, keep float32 inputs and outputs.
+    """
+    _check_dtype(dtype, role)
+    _check_dtype(autocast, role)
+    if isinstance(spec, Runner):
+        if dtype or autocast:
+            raise DiffcoreError(f"{role} is an already opened runner: set its dtype when creating it")
+        return spec
+    if isinstance(spec, (str, os.PathLike)):
+        return _from_string(os.fspath(spec), dtype, autocast, device, providers, keep_io_types, role)
+    kind = type(spec).__module__.split(".")[0]
+    if kind == "onnx":
+        return _onnx_runner(spec, dtype, providers, keep_io_types, role)
+    if type(spec).__name__ == "Trace":
+        from .capture.trace import TraceRunner
+
+        return TraceRunner(spec)
+    if _is_torch_module(spec):
+        return _torch_runner(spec, dtype, autocast, device, None, role)
+    raise DiffcoreError(f"{role} must be a torch.nn.Module, an ONNX model, a recorded trace or a path, "
+                        f"got {type(spec).__name__}")
