@@ -1,11 +1,8 @@
 """What the benchmark scripts share: timing, peak memory, and result files that carry the environment."""
 from __future__ import annotations
 
-import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -58,22 +55,17 @@ def peak_extra_bytes(fn) -> int | None:
 
 
 def write_result(name: str, payload: dict, out_dir: Path | None = None) -> Path:
-    """Write ``payload`` plus the environment manifest to ``<out_dir>/<name>-<time>.json`` atomically,
-    never overwriting an existing file."""
+    """Write ``payload`` plus the environment manifest to ``<out_dir>/<name>-<time>.json`` (atomically,
+    never replacing an existing file)."""
     from diffcore import env
+    from diffcore.files import write_json
 
     out_dir = Path(out_dir or RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "environment": env.collect(), **payload}
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = out_dir / f"{name}-{stamp}.json"
-    k = 1
+    target, k = out_dir / f"{name}-{stamp}.json", 1
     while target.exists():
         target, k = out_dir / f"{name}-{stamp}-{k}.json", k + 1
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=1, default=str)
-    os.link(tmp, target)  # fails rather than replace a file that appeared meanwhile
-    os.unlink(tmp)
-    return target
+    return Path(write_json(target, payload, what="benchmark result"))

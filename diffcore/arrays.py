@@ -61,6 +61,8 @@ def _kind(obj) -> str:
         return "torch"
     if module == "cupy":
         return "cupy"
+    if module in ("numba", "numba_cuda") and hasattr(obj, "copy_to_host"):
+        return "numba"  # before the CAI check: simulated device arrays have no __cuda_array_interface__
     if hasattr(obj, "__cuda_array_interface__"):
         return "cuda_array_interface"
     return ""
@@ -131,6 +133,23 @@ def _cupy_operand(arr, role: str) -> Operand:
     return Operand(flat, tuple(arr.shape), dtype, storage, f"cuda:{arr.device.id}", "cupy")
 
 
+def _numba_operand(arr, role: str) -> Operand:
+    """A Numba device array (a simulated one under NUMBA_ENABLE_CUDASIM too), read in place."""
+    dtype = _check_dtype(np.dtype(arr.dtype).name, role)
+    if dtype in _INT_DTYPES:
+        raise DiffcoreError(f"{role} is a {dtype} Numba device array; pass integer GPU data as a torch tensor "
+                            "or CuPy array")
+    shape = tuple(arr.shape)
+    try:
+        flat = arr if len(shape) == 1 else arr.reshape(int(np.prod(shape, dtype=np.int64)))
+    except NotImplementedError as exc:  # Numba cannot flatten a non-contiguous array without a copy
+        raise DiffcoreError(f"{role} is a non-contiguous Numba device array; pass a contiguous one") from exc
+    storage = {"float16": STORAGE_F16, "bfloat16": STORAGE_BF16}.get(dtype, dtype)
+    if storage != dtype:
+        flat = flat.view(np.uint16)
+    return Operand(flat, shape, dtype, storage, "cuda:0", "numba")
+
+
 def _cai_operand(obj, role: str) -> Operand:
     cai = obj.__cuda_array_interface__
     dtype = _check_dtype(np.dtype(cai["typestr"]).name, role)
@@ -157,6 +176,8 @@ def as_operand(obj, role: str = "array") -> Operand:
         return _torch_operand(obj, role)
     if kind == "cupy":
         return _cupy_operand(obj, role)
+    if kind == "numba":
+        return _numba_operand(obj, role)
     if kind == "cuda_array_interface":
         return _cai_operand(obj, role)
     raise DiffcoreError(

@@ -6,7 +6,10 @@ left unset so the GPU tier runs on the real device.
 """
 import os
 import shutil
+import sys
+import threading
 
+import numpy as np
 import pytest
 
 
@@ -28,3 +31,45 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def race_free_simulator():
+    """Under the CUDA simulator: make shared-array allocation thread-safe, then switch threads more often.
+
+    The simulator creates a shared array on first use with an unlocked check-then-insert, so two threads
+    of a block can get different "shared" arrays; with Python's default 5 ms switch interval that is rare,
+    with a short one (which makes the simulator's barrier polling ~6x faster) it is not. Nothing changes on
+    a real GPU.
+    """
+    if not SIMULATED_CUDA:
+        yield
+        return
+    from numba.cuda.simulator import kernelapi
+
+    original, lock = kernelapi.FakeCUDAShared.array, threading.Lock()
+
+    def locked_array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:  # dynamic shared memory and errors: as the simulator does
+            return original(self, shape, dtype, alignment)
+        caller = sys._getframe(1)  # one allocation per source line, as in the simulator
+        key = (caller.f_code.co_filename, caller.f_lineno)
+        with lock:
+            if key not in self._allocations:
+                self._allocations[key] = np.empty(shape, _numpy_dtype(dtype))
+            return self._allocations[key]
+
+    interval = sys.getswitchinterval()
+    kernelapi.FakeCUDAShared.array = locked_array
+    sys.setswitchinterval(1e-4)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
+        kernelapi.FakeCUDAShared.array = original
+
+
+def _numpy_dtype(dtype):
+    from numba.cuda.np import numpy_support
+
+    return np.dtype(dtype) if not hasattr(dtype, "bitwidth") else numpy_support.as_dtype(dtype)

@@ -34,10 +34,15 @@ def _to_simulated_gpu(arr):
         import torch
 
         if isinstance(arr, torch.Tensor):
-            arr = arr.float().numpy() if arr.dtype == torch.bfloat16 else arr.numpy()
+            if arr.dtype == torch.bfloat16:  # NumPy has no bfloat16: ml_dtypes gives it one, bits unchanged
+                import ml_dtypes
+
+                arr = arr.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+            else:
+                arr = arr.numpy()
     except ImportError:
         pass
-    return cuda.to_device(np.ascontiguousarray(arr))
+    return cuda.to_device(np.asarray(arr).copy(order="C"))  # keeps 0-d shapes, unlike ascontiguousarray
 
 
 class Placement:
@@ -53,7 +58,9 @@ class Placement:
             return arr
         return _to_simulated_gpu(arr) if self.simulated else _to_gpu(arr)
 
-    def accepts(self, size: int) -> bool:
+    def accepts(self, size: int, dtypes=()) -> bool:
+        if self.simulated and any(d.startswith(("int", "uint")) for d in dtypes):
+            return False  # Numba device arrays have no device-side cast for integers (arrays.py refuses them)
         return self.max_size is None or size <= self.max_size
 
 
