@@ -56,10 +56,10 @@ class _Comparison:
         self.warnings: list[str] = []
         self.unmatched: list[Unmatched] = []
 
-    def _timed(self, name, fn, *args):
+    def _timed(self, name, fn, *args, **kwargs):
         start = time.perf_counter()
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
 
@@ -124,6 +124,9 @@ class _Comparison:
 
     def _add_local(self, pairs, rows, ref_feed, test_feed) -> None:
         local = self._timed("local", self.local.compute, pairs, ref_feed, test_feed)
+        for pair in pairs:
+            if id(pair) in self.local.skipped and id(pair) in rows:
+                rows[id(pair)].notes.append(self.local.skipped[id(pair)])
         if not local:
             return
         items = [(k, r, _same_layout(r, t)) for k, (r, t) in local.items()

@@ -2,26 +2,14 @@
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Mapping
 
 import numpy as np
 
 from .errors import DiffcoreError
+from .files import read_npz
 
 SEED = 0
-
-
-def load_npz(path) -> dict:
-    """Arrays of an .npz file keyed by name, read without pickle."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise DiffcoreError(f"inputs file {path!r} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DiffcoreError(f"inputs file {path!r} is not a readable .npz without pickle ({exc})") from None
 
 
 def _to_numpy(value):
@@ -60,7 +48,7 @@ def resolve_inputs(inputs, ref_runner, test_runner) -> tuple[dict, list[str]]:
     inputs, or inputs synthesized from static input shapes are used, in that order.
     """
     if isinstance(inputs, (str, os.PathLike)):
-        return load_npz(inputs), []
+        return read_npz(inputs, "inputs"), []
     if isinstance(inputs, Mapping):
         return {name: _to_numpy(value) for name, value in inputs.items()}, []
     if inputs is not None:

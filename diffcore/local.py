@@ -22,10 +22,8 @@ TORCH_ONNX_ALL_LIMIT = 64  # module calls up to which torch-vs-ONNX local errors
 
 
 def call_key(probe) -> str:
-    """The module call a torch probe belongs to: ``path`` or ``path#k`` without the ``.i`` output suffix."""
-    module, key = probe.module or probe.key, probe.key
-    rest = key[len(module):] if key.startswith(module) else ""
-    return module + rest.split(".")[0] if rest.startswith("#") else module
+    """The module call a torch probe belongs to (``path`` or ``path#k``), recorded by the torch runner."""
+    return probe.meta.get("call") or probe.module or probe.key
 
 
 def _cast_floats(value, torch_dtype):
@@ -58,6 +56,7 @@ class LocalComputer:
 
     def __init__(self, ref, test, all_pairs, mode: str = "auto"):
         self.ref, self.test, self.mode = ref, test, mode
+        self.skipped: dict[int, str] = {}  # id(pair) -> why its local error was not computed
         self.kinds = (ref.kind, test.kind)
         self.test_to_ref = {p.test.key: p.ref.key for p in all_pairs}
         self.calls = {call_key(p.ref) for p in all_pairs if p.method == "module-scope"}
@@ -89,6 +88,10 @@ class LocalComputer:
             return self._onnx_onnx(pairs, ref_feed, test_feed)
         return self._torch_onnx(pairs, ref_feed)
 
+    def _skip(self, pairs, reason: str) -> None:
+        for pair in pairs:
+            self.skipped[id(pair)] = f"local error not computed: {reason}"
+
     # ---- torch vs torch ----------------------------------------------------------------------------------
     def _torch_torch(self, pairs, ref_feed) -> dict:
         by_call = {}
@@ -103,6 +106,9 @@ class LocalComputer:
                 continue
             args, kwargs = recorded[call]
             (t_args, t_kwargs), (r_args, r_kwargs) = _rounded_args(args, kwargs, test_dtype, ref_dtype)
+            if _rounding_overflows((args, kwargs), (t_args, t_kwargs)):
+                self._skip(group, f"the reference's inputs overflow {self.test.dtype} when rounded")
+                continue
             test_out = self.test.run_module(call, t_args, t_kwargs)
             ref_out = self.ref.run_module(call, r_args, r_kwargs)
             for pair in group:
@@ -118,12 +124,17 @@ class LocalComputer:
         if not pairs:
             return {}
         ref_values = self.ref.capture(ref_feed, {self.test_to_ref[i] for i in fed})
-        test_feeds, ref_feeds = {}, {}
+        test_feeds, ref_feeds, overflowing = {}, {}, set()
         for name in fed:
             value = np.asarray(ref_values[self.test_to_ref[name]])
-            rounded = value.astype(self.test.value_dtype(name), copy=False)
+            with np.errstate(over="ignore"):
+                rounded = value.astype(self.test.value_dtype(name), copy=False)
+            if np.any(np.isfinite(value) & ~np.isfinite(rounded)):
+                overflowing.add(name)
             test_feeds[name] = rounded
             ref_feeds[self.test_to_ref[name]] = rounded.astype(value.dtype, copy=False)
+        blocked = [p for p in pairs if overflowing & set(self.test.producer_inputs_map[p.test.key])]
+        self._skip(blocked, "the reference's inputs overflow the test dtype when rounded")
         test_out = self.test.teacher_forced(test_feed, test_feeds, [p.test.key for p in pairs])
         ref_out = self.ref.teacher_forced(ref_feed, ref_feeds, [p.ref.key for p in pairs])
         return {id(p): (ref_out[p.ref.key], test_out[p.test.key]) for p in pairs
@@ -159,6 +170,14 @@ class LocalComputer:
         ref_out = self.ref.run_module(call, args, kwargs)
         return {id(p): (ref_out[p.ref.key], exits[p.test.key]) for p in group
                 if p.ref.key in ref_out and p.test.key in exits}
+
+
+def _rounding_overflows(original, rounded) -> bool:
+    """True when rounding made a finite input non-finite (e.g. 1e5 cast to float16)."""
+    for a, b in zip(_flat_tensors(original), _flat_tensors(rounded)):
+        if a.is_floating_point() and bool((a.isfinite() & ~b.isfinite()).any()):
+            return True
+    return False
 
 
 def _flat_tensors(value):

@@ -108,6 +108,7 @@ class _Judge:
         local_cause, limit_cause = self.local_fires(row), self.limit_fires(row)
         if local_cause:
             row.status, row.cause = DIVERGED, local_cause + ("; " + limit_cause if limit_cause else "")
+            self.seen_limit = True
         elif limit_cause:
             self._past_limit(row, limit_cause)
         elif row.rel_l2 > self.rule.fine_rel_l2:
@@ -171,12 +172,23 @@ def localize(layers, outputs, *, rule: DivergenceRule | None = None, explicit_to
     return Localization(first, failed, judge.median_local)
 
 
+def _badness(row):
+    return (row.new_nonfinite > 0, row.rel_l2 if _finite(row.rel_l2) else math.inf)
+
+
+def _error_words(row) -> str:
+    words = f"rel L2 {_pct(row.rel_l2)}"
+    if row.new_nonfinite:
+        words += f" over finite values, and {row.new_nonfinite} NaN/Inf where the reference has none"
+    return words
+
+
 def summarize(layers, outputs, loc: Localization) -> str:
     """One paragraph saying what diverged first, where, and why (or why the comparison passes)."""
-    worst_out = max(outputs, key=lambda r: r.rel_l2 if _finite(r.rel_l2) else math.inf, default=None)
-    out_text = f" Worst output {worst_out.name}: rel L2 {_pct(worst_out.rel_l2)}." if worst_out else ""
+    worst_out = max(outputs, key=_badness, default=None)
+    out_text = f" Worst output {worst_out.name}: {_error_words(worst_out)}." if worst_out else ""
     if not loc.failed:
-        worst = max(layers, key=lambda r: r.rel_l2 if _finite(r.rel_l2) else math.inf, default=None)
+        worst = max(layers, key=_badness, default=None)
         where = f"; largest layer error {_pct(worst.rel_l2)} at {worst.name}" if worst else ""
         return f"PASS: {len(layers)} layers compared, no divergence{where}.{out_text}"
     first = loc.first_divergence

@@ -50,6 +50,8 @@ class LayerRow:
     underflow_risk: int = 0
     max_abs_index: list | None = None
     new_nonfinite: int = 0     # NaN/Inf in test where the reference has none (or another Inf)
+    count: int = 0             # elements
+    finite_count: int = 0      # elements finite on both sides: the population of every error statistic
     op_type: str | None = None
     module: str | None = None  # torch module path the tensor leaves, where known
     match: str = ""            # how the pair was matched (matcher.py)
@@ -72,6 +74,7 @@ class LayerRow:
             p99_abs=stats.p99_abs, overflow_risk=stats.overflow_risk, underflow_risk=stats.underflow_risk,
             max_abs_index=None if stats.max_abs_index is None else list(stats.max_abs_index),
             new_nonfinite=(stats.nan_test - stats.nan_both) + (stats.inf_test - stats.inf_both),
+            count=stats.count, finite_count=stats.finite_count,
             op_type=op_type, match=match, notes=list(notes or []),
         )
 

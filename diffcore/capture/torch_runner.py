@@ -1,0 +1,629 @@
+"""Capturing a torch model's intermediate tensors with module hooks.
+
+Every submodule's output is a probe keyed by its qualified name (``blocks.0.ln``), in the order the hooks
+fire, which is execution order (a parent's output comes after its children's). A module called again in the
+same forward gets ``path#1``, ``path#2``; tuple/list outputs are flattened as ``path.0``, ``path.1`` and dict
+outputs as ``path.<key>``; the model's own outputs are ``output`` (one tensor) or ``output.0``/``output.<key>``.
+Should a flattened key equal another probe's key (a module returning a tuple next to a child named ``0``, a
+top-level module named ``output``), the later probe gets ``~1``, ``~2`` appended so keys stay unique.
+
+Only modules called through ``module(...)`` are seen: hooks do not fire for ``module.forward(...)`` or for
+weights used directly (``nn.MultiheadAttention`` reads ``out_proj.weight`` without calling ``out_proj``).
+
+torch is imported inside the functions that use it, never at import of diffcore.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from collections.abc import Collection, Mapping
+from contextlib import contextmanager, nullcontext
+
+import numpy as np
+
+from .._deps import require
+from ..errors import DiffcoreError, format_choices
+from .base import InputSpec, Probe, Runner
+
+__all__ = ["TorchRunner", "load_factory", "flatten_outputs"]
+
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+AUTOCAST_DTYPES = ("float16", "bfloat16")
+_NAMED_KINDS = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                inspect.Parameter.KEYWORD_ONLY)
+
+
+def _torch():
+    return require("torch", "running torch models")
+
+
+def dtype_name(dtype) -> str:
+    """``torch.float32`` -> ``"float32"``."""
+    return str(dtype).replace("torch.", "")
+
+
+# ----------------------------------------------------------------------------------------------- flattening
+
+def flatten_outputs(prefix: str, value) -> list:
+    """``[(key, tensor)]`` for a module output: a tensor is ``prefix``, tuple/list items ``prefix.i`` (nested
+    recursively), mapping items ``prefix.<key>``; anything that is not a tensor (None, numbers, text) is
+    skipped."""
+    out: list = []
+    _flatten(prefix, value, out, _torch().Tensor)
+    return out
+
+
+def _flatten(prefix, value, out, tensor_type) -> None:
+    if isinstance(value, tensor_type):
+        out.append((prefix, value))
+    elif isinstance(value, (tuple, list)):
+        for i, item in enumerate(value):
+            _flatten(f"{prefix}.{i}", item, out, tensor_type)
+    elif isinstance(value, Mapping):  # dict, OrderedDict, Hugging Face ModelOutput
+        for name, item in value.items():
+            _flatten(f"{prefix}.{name}", item, out, tensor_type)
+
+
+def _unique(key: str, used: set) -> str:
+    """``key``, or ``key~n`` when it is taken already; the result is added to ``used``."""
+    result, n = key, 0
+    while result in used:
+        n += 1
+        result = f"{key}~{n}"
+    used.add(result)
+    return result
+
+
+def _map_tensors(value, fn, memo: dict | None = None):
+    """``value`` with every tensor inside tuples/lists/dicts replaced by ``fn(tensor)``.
+
+    One tensor passed several times maps to one result (``memo``, by identity): modules branch on aliasing
+    (``nn.MultiheadAttention`` packs the q/k/v projection when ``query is key is value``), so a copy must
+    keep it to reproduce the call exactly.
+    """
+    torch = _torch()
+    memo = {} if memo is None else memo
+    if isinstance(value, torch.Tensor):
+        if id(value) not in memo:
+            memo[id(value)] = (value, fn(value))  # keep value alive so its id is not reused
+        return memo[id(value)][1]
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # namedtuple: rebuild positionally
+        return type(value)(*(_map_tensors(v, fn, memo) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(_map_tensors(v, fn, memo) for v in value)
+    if isinstance(value, dict):
+        return {k: _map_tensors(v, fn, memo) for k, v in value.items()}
+    return value
+
+
+def _detached_clone(tensor):
+    # A clone, not a view: in-place ops later in the forward (ReLU(inplace=True), x += ...) would change it.
+    return tensor.detach().clone()
+
+
+# ----------------------------------------------------------------------------------------------------- hooks
+
+class _Hooks:
+    """Hooks on one module tree for one forward pass (a context manager; hooks are removed on exit).
+
+    Gives each module call its key (``path``, then ``path#1``, ...), keeps the stack of modules running now
+    (to name the innermost one when forward raises) and hands each call's inputs and flattened outputs to
+    callbacks. The root's own output is no probe: the model outputs get the ``output`` keys instead.
+    """
+
+    def __init__(self, root, prefix: str = "", on_inputs=None, on_output=None):
+        self.root, self.prefix = root, prefix
+        self.on_inputs, self.on_output = on_inputs, on_output
+        self._tensor = _torch().Tensor  # looked up once: the hooks run for every module call
+        self.stack: list = []  # (call key, module) of the modules running now, innermost last
+        self.calls: dict = {}  # path -> number of calls so far
+        self.used: set = set()  # probe keys handed out in this pass
+        self.keys: list = []  # the same, in execution order (for error messages)
+        self._handles: list = []
+
+    def __enter__(self):
+        try:
+            for path, module in self.root.named_modules(prefix=self.prefix):
+                is_root = module is self.root
+                self._handles.append(
+                    module.register_forward_pre_hook(self._pre_hook(path, is_root), with_kwargs=True))
+                self._handles.append(module.register_forward_hook(self._post_hook(path, is_root)))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc_info):
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _pre_hook(self, path, is_root):
+        def hook(module, args, kwargs):
+            n = self.calls.get(path, 0)
+            self.calls[path] = n + 1
+            call = path if n == 0 else f"{path}#{n}"
+            self.stack.append((call, module))
+            if self.on_inputs is not None and not is_root:
+                self.on_inputs(call, args, kwargs)
+        return hook
+
+    def _post_hook(self, path, is_root):
+        def hook(module, args, output):
+            call, _ = self.stack.pop()
+            if is_root:
+                return
+            flat: list = []
+            _flatten(call, output, flat, self._tensor)
+            for key, tensor in flat:
+                key = _unique(key, self.used)
+                self.keys.append(key)
+                if self.on_output is not None:
+                    self.on_output(key, call, path, module, tensor)
+        return hook
+
+    def error(self, exc: BaseException) -> DiffcoreError:
+        """A DiffcoreError naming the innermost module running when ``exc`` was raised."""
+        call, module = self.stack[-1] if self.stack else (self.prefix, self.root)
+        if module is self.root and not self.prefix:
+            where = f"the model's own forward ({type(module).__name__})"
+        else:
+            where = f"module '{call}' ({type(module).__name__})"
+        return DiffcoreError(f"forward failed in {where}: {type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def _eval_mode(module):
+    """Eval mode for the duration of a run, restoring every module's flag after: the user's object is ours
+    only for the run."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+# -------------------------------------------------------------------------------------- module preparation
+
+def _parse_device(device):
+    torch = _torch()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise DiffcoreError(f"device {device!r} is not a torch device; use 'cpu' or 'cuda[:N]'") from exc
+    if dev.type not in ("cpu", "cuda"):
+        raise DiffcoreError(f"device {device!r} is not supported; use 'cpu' or 'cuda[:N]'")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DiffcoreError(f"device {device!r} asked for, but torch sees no CUDA GPU here "
+                                f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); use 'cpu'")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+def _needs_copy(module, dtype, device) -> bool:
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        if tensor.device != device:
+            return True
+        if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
+            return True
+    return False
+
+
+def _working_module(module, dtype: str | None, device):
+    """``module`` itself, or a deep copy cast to ``dtype`` and moved to ``device`` when either changes
+    anything: the user's object is never modified."""
+    torch = _torch()
+    target = getattr(torch, dtype) if dtype else None
+    if not _needs_copy(module, target, device):
+        return module
+    try:
+        work = copy.deepcopy(module)
+    except Exception as exc:  # e.g. modules holding non-leaf tensors or open handles
+        raise DiffcoreError(f"cannot copy {type(module).__name__} to change its dtype/device "
+                            f"({type(exc).__name__}: {exc}); cast and move it yourself and pass dtype=None, "
+                            "device=<its device>") from exc
+    return work.to(device=device, dtype=target) if target is not None else work.to(device)
+
+
+def _float_dtype(module):
+    """The dtype of the module's first floating parameter (or buffer); float32 for a module with none."""
+    torch = _torch()
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
+
+
+def _forward_parameters(module) -> list:
+    """The named parameters of ``module.forward``; *args/**kwargs alone cannot be fed by name."""
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError) as exc:
+        raise DiffcoreError(f"cannot read the signature of {type(module).__name__}.forward: {exc}") from exc
+    named = [p for p in params if p.kind in _NAMED_KINDS]
+    if not named:
+        raise DiffcoreError(
+            f"{type(module).__name__}.forward takes only *args/**kwargs, but diffcore passes inputs by name "
+            "(the ONNX graph input names): wrap the model in a module whose forward names its inputs")
+    return named
+
+
+def _check_choice(what: str, value, choices) -> None:
+    if value is not None and value not in choices:
+        raise DiffcoreError(f"{what} {value!r} is not supported; choose one of {format_choices(choices)}")
+
+
+def _array_dtype_name(value) -> str:
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return type(value).__name__
+    return dtype_name(dtype) if type(value).__module__.startswith("torch") else np.dtype(dtype).name
+
+
+def _as_tensor(name: str, value):
+    """A torch tensor for a NumPy array or tensor (on the host, not yet cast)."""
+    torch = _torch()
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (np.ndarray, np.generic)):
+        arr = np.ascontiguousarray(value)  # torch cannot take negative strides
+        if arr.dtype.name == "bfloat16":  # ml_dtypes.bfloat16: torch has no NumPy bridge for it
+            return torch.from_numpy(arr.view(np.int16).copy()).view(torch.bfloat16)
+        return torch.as_tensor(arr)
+    raise DiffcoreError(f"input {name!r} must be a numpy.ndarray or torch.Tensor, got {type(value).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------- the runner
+
+class TorchRunner(Runner):
+    """Runs a ``torch.nn.Module`` and captures its submodules' outputs through hooks.
+
+    Args:
+        module: the model. Runs in eval mode (restored after each run) under ``torch.no_grad``; never modified:
+            a dtype or device change happens on a ``copy.deepcopy``.
+        dtype: ``"float16"``, ``"bfloat16"``, ``"float32"`` or ``"float64"``: run a copy cast to it.
+        autocast: ``"float16"`` or ``"bfloat16"``: run forward under ``torch.autocast``.
+        device: ``"cpu"`` or ``"cuda[:N]"``.
+        name: shown in descriptions and messages (default: the module's class name).
+        example_inputs: {input name: array/tensor}, giving the dtypes and shapes of ``input_specs``.
+
+    Raises:
+        DiffcoreError: not a module, an unsupported dtype/autocast/device, or example inputs that ``forward``
+            does not take.
+    """
+
+    kind = "torch"
+
+    def __init__(self, module, *, dtype: str | None = None, autocast: str | None = None,
+                 device: str = "cpu", name: str | None = None, example_inputs: Mapping | None = None):
+        torch = _torch()
+        if not isinstance(module, torch.nn.Module):
+            raise DiffcoreError(f"TorchRunner needs a torch.nn.Module, got {type(module).__name__}")
+        _check_choice("dtype", dtype, FLOAT_DTYPES)
+        _check_choice("autocast", autocast, AUTOCAST_DTYPES)
+        self.device = _parse_device(device)
+        self.module = _working_module(module, dtype, self.device)
+        self.autocast = autocast
+        self.float_dtype = _float_dtype(self.module)
+        self.dtype = dtype_name(self.float_dtype)
+        self.name = name or type(module).__name__
+        self._params = _forward_parameters(self.module)
+        self.example_inputs = self._check_examples(example_inputs)
+        amp = f", autocast {autocast}" if autocast else ""
+        self.description = f"torch {self.name} ({self.dtype}{amp}, {self.device})"
+
+    # ------------------------------------------------------------------------------------------- inputs
+
+    def _input_names(self) -> list:
+        return [p.name for p in self._params]
+
+    def _check_examples(self, examples):
+        if examples is None:
+            return None
+        unknown = [n for n in examples if n not in self._input_names()]
+        if unknown:
+            raise DiffcoreError(f"example input(s) {format_choices(unknown)} are not parameters of "
+                                f"{self.name}.forward, which takes {format_choices(self._input_names())}")
+        return dict(examples)
+
+    def input_specs(self) -> list[InputSpec]:
+        """The parameters of ``forward`` that need a value (required ones, and optional ones the example
+        inputs give), with dtype/shape from the example inputs, else ``float32`` and an unknown shape."""
+        examples = self.example_inputs or {}
+        specs = []
+        for p in self._params:
+            example = examples.get(p.name)
+            if example is None and p.default is not inspect.Parameter.empty:
+                continue
+            if example is None:
+                specs.append(InputSpec(p.name, "float32", None))
+            else:
+                specs.append(InputSpec(p.name, _array_dtype_name(example), tuple(example.shape)))
+        return specs
+
+    def prepare_inputs(self, inputs: Mapping) -> dict:
+        """Tensors on this runner's device, in ``forward``'s parameter order. Floating inputs are cast to the
+        module's floating dtype (its parameters' dtype, never the autocast dtype); others are kept.
+
+        Raises:
+            DiffcoreError: an input ``forward`` does not take, a required one missing, or not an array.
+        """
+        names = self._input_names()
+        unknown = [n for n in inputs if n not in names]
+        missing = [p.name for p in self._params
+                   if p.default is inspect.Parameter.empty and p.name not in inputs]
+        if unknown or missing:
+            problem = "; ".join(filter(None, [
+                f"unknown input(s) {format_choices(unknown)}" if unknown else "",
+                f"missing input(s) {format_choices(missing)}" if missing else ""]))
+            raise DiffcoreError(f"{problem}: {self.name}.forward takes {format_choices(names)}")
+        return {n: self._to_device(_as_tensor(n, inputs[n]), cast=True) for n in names if n in inputs}
+
+    def _to_device(self, tensor, cast: bool):
+        if cast and tensor.is_floating_point():
+            return tensor.to(device=self.device, dtype=self.float_dtype)
+        return tensor.to(device=self.device)
+
+    def _split_call(self, prepared: dict):
+        positional = [p.name for p in self._params if p.kind is inspect.Parameter.POSITIONAL_ONLY]
+        args = [prepared[n] for n in positional if n in prepared]
+        kwargs = {n: t for n, t in prepared.items() if n not in positional}
+        return args, kwargs
+
+    # ------------------------------------------------------------------------------------------- running
+
+    def _autocast(self):
+        if not self.autocast:
+            return nullcontext()
+        torch = _torch()
+        return torch.autocast(device_type=self.device.type, dtype=getattr(torch, self.autocast))
+
+    def _call(self, module, hooks: _Hooks, args, kwargs):
+        """``module(*args, **kwargs)`` in eval mode, without grad, under autocast when set, with ``hooks``;
+        an exception becomes a DiffcoreError naming the innermost running module."""
+        torch = _torch()
+        with _eval_mode(module), torch.no_grad(), self._autocast(), hooks:
+            try:
+                return module(*args, **kwargs)
+            except Exception as exc:
+                raise hooks.error(exc) from exc
+
+    def _forward(self, inputs: Mapping, hooks: _Hooks):
+        args, kwargs = self._split_call(self.prepare_inputs(inputs))
+        return self._call(self.module, hooks, args, kwargs)
+
+    @staticmethod
+    def _model_outputs(output, hooks: _Hooks) -> list:
+        """[(key, output index, tensor)] for the model's outputs, keys unique against the pass's probes."""
+        flat = flatten_outputs("output", output)
+        return [(_unique(key, hooks.used), i, tensor) for i, (key, tensor) in enumerate(flat)]
+
+    def probes(self, inputs: Mapping) -> list[Probe]:
+        """Every submodule output and model output in execution order, from one forward that keeps only
+        shapes and dtypes. ``Probe.meta["call"]`` is the module call's key (what ``capture_inputs`` takes)."""
+        probes: list = []
+
+        def on_output(key, call, path, module, tensor):
+            probes.append(Probe(key, len(probes), tuple(tensor.shape), dtype_name(tensor.dtype), module=path,
+                                op_type=type(module).__name__, meta={"call": call}))
+
+        hooks = _Hooks(self.module, on_output=on_output)
+        output = self._forward(inputs, hooks)
+        for key, index, tensor in self._model_outputs(output, hooks):
+            probes.append(Probe(key, len(probes), tuple(tensor.shape), dtype_name(tensor.dtype),
+                                output_index=index))
+        return probes
+
+    def capture(self, inputs: Mapping, keys: Collection[str]) -> dict:
+        """One forward keeping detached clones of the ``keys`` probes (model outputs included), on the
+        device that computed them.
+
+        Raises:
+            DiffcoreError: a key that is no probe of this run (the message lists the probes).
+        """
+        wanted, got = set(keys), {}
+
+        def on_output(key, call, path, module, tensor):
+            if key in wanted:
+                got[key] = _detached_clone(tensor)
+
+        hooks = _Hooks(self.module, on_output=on_output)
+        output = self._forward(inputs, hooks)
+        for key, _, tensor in self._model_outputs(output, hooks):
+            hooks.keys.append(key)
+            if key in wanted:
+                got[key] = tensor.detach()
+        _check_found(wanted, got, hooks.keys, self.name, "probe")
+        return {key: got[key] for key in keys}
+
+    def capture_inputs(self, inputs: Mapping, keys: Collection[str]) -> dict:
+        """One forward keeping detached clones of the inputs of the given module calls.
+
+        Args:
+            keys: module call keys, ``path`` or ``path#k`` (``Probe.meta["call"]``).
+
+        Returns:
+            {call key: (args tuple, kwargs dict)}, tensors cloned, other values as passed.
+        """
+        wanted, got, seen = set(keys), {}, []
+
+        def on_inputs(call, args, kwargs):
+            seen.append(call)
+            if call in wanted:
+                memo: dict = {}  # shared by args and kwargs: aliasing across them is kept too
+                got[call] = (_map_tensors(tuple(args), _detached_clone, memo),
+                             _map_tensors(dict(kwargs), _detached_clone, memo))
+
+        self._forward(inputs, _Hooks(self.module, on_inputs=on_inputs))
+        _check_found(wanted, got, seen, self.name, "module call")
+        return {key: got[key] for key in keys}
+
+    def run_module(self, key: str, args, kwargs=None) -> dict:
+        """Run this runner's submodule for ``key`` (``path`` or ``path#k``) on ``args``/``kwargs`` — the test
+        layer on the reference's inputs — and return its outputs flattened under ``key``.
+
+        Floating tensors are moved to the device and cast to the module's dtype (left as given under autocast,
+        which casts per op as the model run would).
+
+        Raises:
+            DiffcoreError: no submodule at that path, or its forward raised.
+        """
+        path = key.split("#", 1)[0]
+        module = self._submodule(path)
+        cast = lambda t: self._to_device(t, cast=not self.autocast)  # noqa: E731
+        memo: dict = {}
+        args = _map_tensors(tuple(args), cast, memo)
+        kwargs = _map_tensors(dict(kwargs or {}), cast, memo)
+        output = self._call(module, _Hooks(module, prefix=path), args, kwargs)
+        return {k: t.detach() for k, t in flatten_outputs(key, output)}
+
+    def _submodule(self, path: str):
+        try:
+            if not path:
+                raise AttributeError("empty path")
+            return self.module.get_submodule(path)
+        except AttributeError as exc:
+            paths = [p for p, _ in self.module.named_modules() if p]
+            raise DiffcoreError(f"{self.name} has no submodule {path!r}; submodules: "
+                                f"{format_choices(paths)}") from exc
+
+    def outputs(self, inputs: Mapping) -> dict:
+        """The model outputs {``output`` key: tensor} of one forward (hooks only track the running module)."""
+        hooks = _Hooks(self.module)
+        output = self._forward(inputs, hooks)
+        return {key: tensor.detach() for key, _, tensor in self._model_outputs(output, hooks)}
+
+    def close(self) -> None:
+        """Nothing to release: the module (or its copy) is freed with the runner."""
+
+
+def _check_found(wanted: set, got: dict, seen: list, model: str, what: str) -> None:
+    missing = sorted(wanted - got.keys())
+    if missing:
+        raise DiffcoreError(f"{model} has no {what} {format_choices(missing)} in this run; "
+                            f"{what}s: {format_choices(seen)}")
+
+
+# ------------------------------------------------------------------------------------------- load_factory
+
+def load_factory(spec: str):
+    """Build a model from ``"path/to/file.py:factory"`` or ``"package.module:factory"``.
+
+    The factory is called without arguments and must return a ``torch.nn.Module``. Example inputs come from
+    the model's ``example_inputs`` attribute (a dict, or a callable returning one), else from a module-level
+    ``example_inputs()`` next to the factory. A file's directory is on ``sys.path`` while it loads and while
+    the factory runs, so it can import its neighbours.
+
+    Returns:
+        (module, example inputs dict or None)
+
+    Raises:
+        DiffcoreError: a malformed spec, a missing file, a module that does not import, a missing attribute
+            (the callables it has are listed), a factory that raises or returns something else.
+    """
+    torch = _torch()
+    source, sep, attr = spec.rpartition(":")
+    if not sep or not source or not attr:
+        raise DiffcoreError(f"model spec {spec!r} must be 'path/to/file.py:factory' or "
+                            "'package.module:factory'")
+    is_file = source.endswith(".py") or "/" in source or os.sep in source
+    with _on_sys_path(os.path.dirname(os.path.abspath(source)) if is_file else None):
+        module = _load_file(source) if is_file else _import_module(source)
+        factory = _factory(module, attr, spec)
+        try:
+            model = factory()
+        except Exception as exc:
+            raise DiffcoreError(f"model factory {spec!r} raised {type(exc).__name__}: {exc} "
+                                "(it is called without arguments)") from exc
+        if not isinstance(model, torch.nn.Module):
+            raise DiffcoreError(f"model factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+        return model, _example_inputs(model, module, spec)
+
+
+@contextmanager
+def _on_sys_path(directory: str | None):
+    if directory is None or directory in sys.path:
+        yield
+        return
+    sys.path.insert(0, directory)
+    try:
+        yield
+    finally:
+        if directory in sys.path:
+            sys.path.remove(directory)
+
+
+def _load_file(path: str):
+    if not os.path.isfile(path):
+        raise DiffcoreError(f"model file {path!r} does not exist")
+    # A private, path-derived name: two files called model.py must not replace each other in sys.modules.
+    digest = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:12]
+    name = f"_diffcore_model_{digest}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise DiffcoreError(f"model file {path!r} cannot be imported as Python (is it a .py file?)")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look modules up here while they execute
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise DiffcoreError(f"model file {path!r} failed to import: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def _import_module(name: str):
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise DiffcoreError(f"cannot import module {name!r}: {exc} (is it installed or on sys.path? "
+                            "for a file, write path/to/file.py:factory)") from exc
+    except Exception as exc:
+        raise DiffcoreError(f"importing module {name!r} raised {type(exc).__name__}: {exc}") from exc
+
+
+def _factory(module, attr: str, spec: str):
+    obj = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            break
+    if obj is None or not callable(obj):
+        where = module.__file__ if module.__name__.startswith("_diffcore_model_") else module.__name__
+        raise DiffcoreError(f"{spec!r}: {where} has no callable {attr!r}; "
+                            f"its callables: {format_choices(_callables(module))}")
+    return obj
+
+
+def _callables(module) -> list:
+    """Public callables of ``module``, those defined in it first (imports like ``nn`` are not factories)."""
+    public = {n: v for n, v in vars(module).items()
+              if not n.startswith("_") and callable(v) and not inspect.ismodule(v)}
+    own = [n for n, v in public.items() if getattr(v, "__module__", None) == module.__name__]
+    return sorted(own) + sorted(n for n in public if n not in own)
+
+
+def _example_inputs(model, module, spec: str):
+    examples = getattr(model, "example_inputs", None)
+    if examples is None:
+        examples = getattr(module, "example_inputs", None)
+    if examples is None:
+        return None
+    if callable(examples):
+        try:
+            examples = examples()
+        except Exception as exc:
+            raise DiffcoreError(f"example_inputs() of {spec!r} raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(examples, Mapping) or not all(isinstance(k, str) for k in examples):
+        raise DiffcoreError(f"example_inputs of {spec!r} must be a dict {{input name: array or tensor}}, "
+                            f"got {type(examples).__name__}")
+    return dict(examples)

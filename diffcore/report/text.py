@@ -1,0 +1,293 @@
+"""The plain-text view of a ``DiffReport``: a header, the layer table, outputs, unmatched tensors, warnings.
+
+The first divergence is marked with ``>>`` in the leftmost column; long tables keep the rows around it (and
+a few at each end) and say how many rows were left out. Only ASCII is used outside user-given names, so the
+report prints on any terminal encoding.
+"""
+from __future__ import annotations
+
+import math
+import textwrap
+
+from .._deps import require
+
+__all__ = ["bands", "divergence_position", "fmt_num", "fmt_pct", "render_text"]
+
+MARKER = ">>"
+HEADERS = ("", "#", "name", "op", "shape", "rel L2 %", "max |d|", "cosine", "SNR dB", "max ULP",
+           "new NaN/Inf", "local rel L2 %", "status")
+COLALIGN = ("left", "right", "left", "left", "left", "right", "right", "right", "right", "right", "right",
+            "right", "left")
+EDGE_ROWS = 3          # rows always kept at each end of an elided table, for orientation
+FINE_BAND = 1e-3       # rel L2 below 0.1 %: fine
+BUG_BAND = 5e-2        # rel L2 above 5 %: a conversion bug
+WRAP = 100
+# The text view summarises unmatched tensors (an ONNX graph leaves hundreds); JSON and HTML list them all.
+UNMATCHED_LINES = 20   # lines per side
+GROUP_MIN = 3          # a reason shared by this many tensors is printed once, followed by their names
+GROUP_SHOWN = 5        # names shown after a shared reason
+
+
+# ---- number formatting (shared with the HTML view) ----------------------------------------------------
+def fmt_num(value, digits: int = 3) -> str:
+    """``value`` with ``digits`` significant digits; ``inf``/``-inf``/``nan`` spelled out, ``None`` as ``-``."""
+    if value is None:
+        return "-"
+    value = float(value)
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.{digits}g}"
+
+
+def fmt_pct(fraction) -> str:
+    """A relative error as a percentage with 3 significant digits (``0.0123`` -> ``1.23``)."""
+    if fraction is None:
+        return "-"
+    return fmt_num(float(fraction) * 100.0)
+
+
+def fmt_cosine(value) -> str:
+    # Cosines of good layers sit at 0.9999…: significant digits would print them all as "1".
+    if value is None or not math.isfinite(float(value)):
+        return fmt_num(value)
+    return f"{float(value):.6f}"
+
+
+def fmt_snr(value) -> str:
+    if value is None or not math.isfinite(float(value)):
+        return fmt_num(value)
+    return f"{float(value):.1f}"
+
+
+def fmt_ulp(value) -> str:
+    if value is None or not math.isfinite(float(value)) or abs(float(value)) >= 1e6:
+        return fmt_num(value)
+    return f"{float(value):.0f}"
+
+
+def fmt_shape(shape) -> str:
+    if shape is None:
+        return "?"
+    return "x".join(str(s) for s in shape) if len(shape) else "scalar"
+
+
+# ---- shared helpers ----------------------------------------------------------------------------------
+def bands(report) -> tuple[float, float]:
+    """The (fine, conversion-bug) rel-L2 bands of the divergence rule the comparison recorded in
+    ``report.tolerance["rule"]``, else the defaults (0.1 %, 5 %)."""
+    tolerance = report.tolerance if isinstance(report.tolerance, dict) else {}
+    rule = tolerance.get("rule") if isinstance(tolerance.get("rule"), dict) else {}
+    try:
+        return float(rule.get("fine_rel_l2", FINE_BAND)), float(rule.get("fail_rel_l2", BUG_BAND))
+    except (TypeError, ValueError):
+        return FINE_BAND, BUG_BAND
+
+
+def same_row(a, b) -> bool:
+    """True when ``a`` and ``b`` are the same layer (identity is lost in a JSON round trip)."""
+    return a is not None and b is not None and a.index == b.index and a.name == b.name
+
+
+def divergence_position(rows, first) -> int | None:
+    """Position in ``rows`` of the first-divergence row, or None."""
+    for pos, row in enumerate(rows):
+        if same_row(row, first):
+            return pos
+    return None
+
+
+def describe_side(side: dict) -> str:
+    """One line for the ``ref``/``test`` description dict: its description, then short key=value facts."""
+    if not isinstance(side, dict) or not side:
+        return "(not recorded)"
+    main_keys = ("description", "spec", "path")
+    head = next((str(side[k]) for k in main_keys if side.get(k)), "")
+    # Facts the description already states (e.g. its kind) would only repeat it.
+    facts = [f"{k}={_short(v)}" for k, v in side.items()
+             if k not in main_keys and _is_plain(v) and v not in (None, "", []) and _short(v) not in head]
+    facts_text = f" ({', '.join(facts[:6])})" if facts else ""
+    return (head + facts_text).strip() or "(not recorded)"
+
+
+def describe_tolerance(tolerance: dict) -> str:
+    """``atol=1e-05 rtol=0.001 (user)``, or the source alone when the test dtype's defaults applied, plus
+    any other plain facts the comparison recorded (nested dicts such as the divergence rule are left out)."""
+    if not isinstance(tolerance, dict) or not tolerance:
+        return "(not recorded)"
+    parts = [f"{k}={_short(tolerance[k])}" for k in ("atol", "rtol") if tolerance.get(k) is not None]
+    source = str(tolerance.get("source") or "")
+    text = " ".join(parts) + (f" ({source})" if parts and source else source)
+    others = [f"{k}={_short(v)}" for k, v in tolerance.items()
+              if k not in ("atol", "rtol", "source") and v is not None and _is_plain(v)]
+    return (text + ("; " + ", ".join(others) if others else "")) or "(not recorded)"
+
+
+def _is_plain(value) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return fmt_num(value, 4)
+    if isinstance(value, (list, tuple)):
+        return ",".join(_short(v) for v in value)
+    return str(value)
+
+
+# ---- the table -----------------------------------------------------------------------------------------
+def row_cells(row, marked: bool) -> list[str]:
+    """The table cells of one ``LayerRow``, in ``HEADERS`` order."""
+    return [
+        MARKER if marked else "", str(row.index), row.name, row.op_type or "", fmt_shape(row.shape),
+        fmt_pct(row.rel_l2), fmt_num(row.max_abs), fmt_cosine(row.cosine), fmt_snr(row.snr_db),
+        fmt_ulp(row.max_ulp), fmt_nonfinite(row), fmt_pct(row.local_rel_l2), row.status,
+    ]
+
+
+def fmt_nonfinite(row) -> str:
+    """NaN/Inf the test has where the reference has none; with ``(all)`` when no finite pair is left, so
+    the error columns (over finite pairs) are not read as "no error"."""
+    if not row.new_nonfinite:
+        return ""
+    return f"{row.new_nonfinite}" + (" (all)" if row.count and not row.finite_count else "")
+
+
+def kept_positions(n: int, anchor: int | None, max_rows: int | None) -> list[int]:
+    """Positions of an ``n``-row table to show: all of them, or the ends plus a window around ``anchor``."""
+    if max_rows is None or n <= max_rows:
+        return list(range(n))
+    edge = min(EDGE_ROWS, max_rows // 4)
+    window = max(max_rows - 2 * edge, 1)
+    centre = n // 2 if anchor is None else anchor
+    start = min(max(centre - window // 2, 0), n - window)
+    keep = set(range(edge)) | set(range(start, start + window)) | set(range(n - edge, n))
+    return sorted(keep)
+
+
+def _elision_cells(count: int) -> list[str]:
+    cells = [""] * len(HEADERS)
+    cells[1], cells[2] = "...", f"({count} rows elided)"
+    return cells
+
+
+def table_rows(rows, first, max_rows: int | None) -> list[list[str]]:
+    """Cells for ``rows`` with the first divergence marked and gaps replaced by an elision line."""
+    anchor = divergence_position(rows, first)
+    if anchor is None and rows:
+        anchor = _worst_position(rows)
+    out, previous = [], -1
+    for pos in kept_positions(len(rows), anchor, max_rows):
+        if pos > previous + 1:
+            out.append(_elision_cells(pos - previous - 1))
+        out.append(row_cells(rows[pos], same_row(rows[pos], first)))
+        previous = pos
+    if rows and previous < len(rows) - 1:
+        out.append(_elision_cells(len(rows) - 1 - previous))
+    return out
+
+
+def _worst_position(rows) -> int:
+    # Without a divergence the most interesting window is the one around the largest error.
+    def key(pos):
+        value = rows[pos].rel_l2
+        return math.inf if value is None or math.isnan(value) else value
+    return max(range(len(rows)), key=key)
+
+
+def _tabulate(cells) -> str:
+    tabulate = require("tabulate", "text reports").tabulate
+    return tabulate(cells, headers=HEADERS, colalign=COLALIGN, disable_numparse=True, tablefmt="simple")
+
+
+# ---- sections ------------------------------------------------------------------------------------------
+def header_lines(report) -> list[str]:
+    """Verdict, the two sides, the tolerance and the summary paragraph."""
+    verdict = "PASS" if report.passed else "FAIL"
+    first = report.first_divergence
+    where = f": first divergence at {first.name} (#{first.index})" if first is not None else ""
+    lines = [
+        f"diffcore {verdict}{where}",
+        f"  ref:       {describe_side(report.ref)}",
+        f"  test:      {describe_side(report.test)}",
+        f"  tolerance: {describe_tolerance(report.tolerance)}",
+    ]
+    if first is not None and first.cause:
+        lines.append(f"  cause:     {first.cause}")
+    if report.summary:
+        lines += ["", textwrap.fill(report.summary, WRAP)]
+    return lines
+
+
+def layer_section(report, max_rows: int | None) -> list[str]:
+    count = len(report.layers)
+    if not count:
+        return ["Layers: none matched."]
+    fine, bug = bands(report)
+    lines = [f"Layers ({count}; rel L2 bands: {fmt_pct(fine)} % fine, {fmt_pct(bug)} % a conversion bug):"]
+    return lines + [_tabulate(table_rows(report.layers, report.first_divergence, max_rows))]
+
+
+def output_section(report) -> list[str]:
+    if not report.outputs:
+        return ["Outputs: none matched."]
+    cells = [row_cells(r, same_row(r, report.first_divergence)) for r in report.outputs]
+    return [f"Outputs ({len(report.outputs)}):", _tabulate(cells)]
+
+
+def unmatched_section(report) -> list[str]:
+    """Unmatched tensors grouped by side; a reason shared by many tensors is printed once with them."""
+    lines = []
+    sides = sorted({u.side for u in report.unmatched}, key=lambda side: (side != "ref", side != "test", side))
+    for side in sides:
+        items = [u for u in report.unmatched if u.side == side]
+        lines.append(f"Unmatched in {side} ({len(items)}):")
+        lines += _unmatched_lines(items)
+    return lines
+
+
+def _unmatched_lines(items) -> list[str]:
+    by_reason: dict[str, list] = {}
+    for item in items:
+        by_reason.setdefault(item.reason, []).append(item)
+    lines = []
+    for reason, group in by_reason.items():
+        if len(group) >= GROUP_MIN:
+            names = ", ".join(_unmatched_label(u) for u in group[:GROUP_SHOWN])
+            more = f", ... and {len(group) - GROUP_SHOWN} more" if len(group) > GROUP_SHOWN else ""
+            lines.append(f"  - {len(group)} x {reason}: {names}{more}")
+        else:
+            lines += [f"  - {_unmatched_label(u)}: {u.reason}" for u in group]
+    if len(lines) > UNMATCHED_LINES:
+        hidden = len(lines) - UNMATCHED_LINES
+        lines = lines[:UNMATCHED_LINES] + [f"  ... {hidden} more lines (the JSON and HTML reports list all)"]
+    return lines
+
+
+def _unmatched_label(item) -> str:
+    return f"{item.key} ({item.name})" if item.name and item.name != item.key else item.key
+
+
+def warning_section(report) -> list[str]:
+    if not report.warnings:
+        return []
+    return [f"Warnings ({len(report.warnings)}):"] + [f"  - {w}" for w in report.warnings]
+
+
+def render_text(report, max_rows: int | None = 60) -> str:
+    """Render ``report`` as plain text for a terminal.
+
+    Args:
+        report: the ``DiffReport``.
+        max_rows: layer rows to show at most (None for all); longer tables keep the rows around the first
+            divergence (or the largest error) and a few at each end, with a line saying how many were elided.
+
+    Returns:
+        The report, newline-terminated.
+    """
+    sections = [header_lines(report), layer_section(report, max_rows), output_section(report),
+                unmatched_section(report), warning_section(report)]
+    return "\n\n".join("\n".join(s) for s in sections if s) + "\n"
