@@ -71,11 +71,15 @@ class _Comparison:
         test_probes = self._timed("probe", self.test.probes, test_feed)
         match = self._timed("match", match_probes, ref_probes, test_probes)
         self.unmatched += match.unmatched
-        self.local = LocalComputer(self.ref, self.test, match.pairs, self.opt["local"])
+        rows = self.rows = self._rows(match.pairs, ref_feed, test_feed)
+        self._refold(match, ref_probes, ref_feed, test_feed)
+        self.local = LocalComputer(self.ref, self.test, match, self.opt["local"])  # after refold: final pairs
         everywhere = self.local.everywhere()
         if self.local.unavailable_reason():
             self.warnings.append(self.local.unavailable_reason())
-        rows = self.rows = self._rows(match.pairs, ref_feed, test_feed, with_local=everywhere)
+        if everywhere:
+            for chunk in self._chunks([p for p in match.pairs if id(p) in rows]):
+                self._add_local(chunk, rows, ref_feed, test_feed)
         layers = [rows[id(p)] for p in match.layer_pairs if id(p) in rows]
         outputs = [rows[id(p)] for p in match.output_pairs if id(p) in rows]
         rule = DivergenceRule()
@@ -84,14 +88,49 @@ class _Comparison:
             loc = self._local_around(match, layers, outputs, loc, ref_feed, test_feed, rule)
         return self._report(layers, outputs, loc, rule)
 
-    def _rows(self, pairs, ref_feed, test_feed, with_local: bool) -> dict:
+    def _chunks(self, pairs) -> list:
+        return _progress(plan_chunks(pairs, self.opt["memory_budget_mb"] << 20), self.opt["progress"])
+
+    def _rows(self, pairs, ref_feed, test_feed) -> dict:
+        """Statistics of every pair, capturing chunk by chunk so memory stays within the budget."""
         rows = {}
-        chunks = plan_chunks(pairs, self.opt["memory_budget_mb"] << 20)
-        for chunk in _progress(chunks, self.opt["progress"]):
+        for chunk in self._chunks(pairs):
             rows.update(self._chunk_rows(chunk, ref_feed, test_feed))
-            if with_local:
-                self._add_local([p for p in chunk if id(p) in rows], rows, ref_feed, test_feed)
         return rows
+
+    def _refold(self, match, ref_probes, ref_feed, test_feed) -> None:
+        """Exporters fold modules into a neighbour (a BatchNorm into the Conv before it): the value leaving
+        the Conv's scope is then the BatchNorm's output. Where a module-scope pair is past the 5 % band,
+        try the unmatched torch modules right after it and keep one whose output the ONNX value equals."""
+        unmatched = {u.key: u for u in self.unmatched if u.side == "ref"}
+        for pair in match.layer_pairs:
+            row = self.rows.get(id(pair))
+            if row is None or pair.method != "module-scope" or not row.rel_l2 > DivergenceRule.fail_rel_l2:
+                continue
+            followers = [p for p in ref_probes if p.key in unmatched and 0 < p.order - pair.ref.order <= 3
+                         and p.shape == pair.ref.shape]
+            best = self._best_follower(pair, followers, ref_feed, test_feed)
+            if best is not None and best[1].rel_l2 < row.rel_l2 * 1e-3:
+                self._refold_pair(pair, best, unmatched)
+
+    def _best_follower(self, pair, followers, ref_feed, test_feed):
+        if not followers:
+            return None
+        ref_vals = self.ref.capture(ref_feed, {p.key for p in followers})
+        test_val = self.test.capture(test_feed, {pair.test.key})[pair.test.key]
+        stats = drift_many([(ref_vals[p.key], _same_layout(ref_vals[p.key], test_val)) for p in followers],
+                           **self._drift_options())
+        return min(zip(followers, stats), key=lambda item: item[1].rel_l2)
+
+    def _refold_pair(self, pair, best, unmatched) -> None:
+        folded, (follower, stats) = pair.ref, best
+        self.unmatched.remove(unmatched[follower.key])
+        self.unmatched.append(Unmatched("ref", folded.key, f"folded by the exporter into {follower.key!r}, "
+                                        "whose output leaves the ONNX scope instead", folded.module or ""))
+        pair.ref, pair.name = follower, follower.key
+        pair.notes.append(f"the exporter folded {folded.key!r} into this module: compared at the boundary "
+                          "that survives")
+        self.rows[id(pair)] = self._row(pair, stats)
 
     def _chunk_rows(self, chunk, ref_feed, test_feed) -> dict:
         ref_vals = self._timed("capture", self.ref.capture, ref_feed, {p.ref.key for p in chunk})
@@ -171,7 +210,8 @@ def _progress(items, enabled: bool):
 
 
 def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, test_dtype=None,
-            test_autocast=None, device: str = "cpu", providers=None, backend: str = "auto",
+            test_autocast=None, device: str = "cpu", providers=None, ref_providers=None,
+            test_providers=None, backend: str = "auto",
             local: str = "auto", keep_io_types: bool = True, memory_budget_mb: int = 1024,
             progress: bool = False) -> DiffReport:
     """Compare an original model (``ref``) with a converted one (``test``) layer by layer.
@@ -185,7 +225,8 @@ def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, tes
         ref_dtype, test_dtype: run that side in this float dtype (torch: a cast copy; ONNX: float16 through
             onnxconverter-common).
         test_autocast: run a torch test model under torch.autocast in this dtype.
-        device: torch device ("cpu" or "cuda"); providers: ONNX Runtime execution providers.
+        device: torch device ("cpu" or "cuda"); providers: ONNX Runtime execution providers for both
+            sides; ref_providers / test_providers: for one side (the same model on two providers).
         backend: statistics backend (``auto`` follows the data).
         local: "auto", "all" or "none": where to compute local errors (diffcore/local.py).
         memory_budget_mb: tensors of both sides held at once; larger comparisons run in chunks.
@@ -203,10 +244,10 @@ def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, tes
         raise DiffcoreError(f"local must be 'auto', 'all' or 'none', got {local!r}")
     options = {"atol": atol, "rtol": rtol, "backend": backend, "local": local,
                "memory_budget_mb": int(memory_budget_mb), "progress": progress}
-    ref_runner = open_runner(ref, role="ref", dtype=ref_dtype, device=device, providers=providers,
-                             keep_io_types=keep_io_types)
+    ref_runner = open_runner(ref, role="ref", dtype=ref_dtype, device=device,
+                             providers=ref_providers or providers, keep_io_types=keep_io_types)
     test_runner = open_runner(test, role="test", dtype=test_dtype, autocast=test_autocast, device=device,
-                              providers=providers, keep_io_types=keep_io_types)
+                              providers=test_providers or providers, keep_io_types=keep_io_types)
     try:
         return _Comparison(ref_runner, test_runner, options).run(inputs)
     finally:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .match.matcher import reconcile_shapes
 
 TORCH_ONNX_ALL_LIMIT = 64  # module calls up to which torch-vs-ONNX local errors are computed everywhere
 
@@ -54,11 +53,13 @@ def _rounded_args(args, kwargs, test_dtype, ref_dtype):
 class LocalComputer:
     """Computes the local (ref layer, test layer) outputs for chunks of matched pairs."""
 
-    def __init__(self, ref, test, all_pairs, mode: str = "auto"):
+    def __init__(self, ref, test, match, mode: str = "auto"):
         self.ref, self.test, self.mode = ref, test, mode
         self.skipped: dict[int, str] = {}  # id(pair) -> why its local error was not computed
         self.kinds = (ref.kind, test.kind)
-        self.test_to_ref = {p.test.key: p.ref.key for p in all_pairs}
+        all_pairs = match.pairs
+        # the reference's value for each test value: matched ones, and the same tensor across inserted Casts
+        self.test_to_ref = {**match.aliases, **{p.test.key: p.ref.key for p in all_pairs}}
         self.calls = {call_key(p.ref) for p in all_pairs if p.method == "module-scope"}
 
     def unavailable_reason(self) -> str:
@@ -117,9 +118,16 @@ class LocalComputer:
         return out
 
     # ---- ONNX vs ONNX ------------------------------------------------------------------------------------
+    def _producer_inputs(self, key: str) -> list:
+        graph = self.test.graph
+        return graph.inputs_of[graph.producer[key]]
+
     def _onnx_onnx(self, pairs, ref_feed, test_feed) -> dict:
-        pairs = [p for p in pairs if p.test.key in self.test.producer_inputs_map]
-        inputs = {i for p in pairs for i in self.test.producer_inputs_map[p.test.key]}
+        inserted = [p for p in pairs if p.test.meta.get("cast_of") is not None and p.ref.op_type != "Cast"]
+        self._skip(inserted, "the test value comes from a Cast the converter inserted; the reference has no "
+                             "such layer")
+        pairs = [p for p in pairs if p.test.key in self.test.graph.producer and id(p) not in self.skipped]
+        inputs = {i for p in pairs for i in self._producer_inputs(p.test.key)}
         fed = sorted(i for i in inputs if i in self.test_to_ref)
         if not pairs:
             return {}
@@ -128,12 +136,12 @@ class LocalComputer:
         for name in fed:
             value = np.asarray(ref_values[self.test_to_ref[name]])
             with np.errstate(over="ignore"):
-                rounded = value.astype(self.test.value_dtype(name), copy=False)
+                rounded = value.astype(self.test.graph.type_of(name).dtype or value.dtype, copy=False)
             if np.any(np.isfinite(value) & ~np.isfinite(rounded)):
                 overflowing.add(name)
             test_feeds[name] = rounded
             ref_feeds[self.test_to_ref[name]] = rounded.astype(value.dtype, copy=False)
-        blocked = [p for p in pairs if overflowing & set(self.test.producer_inputs_map[p.test.key])]
+        blocked = [p for p in pairs if overflowing & set(self._producer_inputs(p.test.key))]
         self._skip(blocked, "the reference's inputs overflow the test dtype when rounded")
         test_out = self.test.teacher_forced(test_feed, test_feeds, [p.test.key for p in pairs])
         ref_out = self.ref.teacher_forced(ref_feed, ref_feeds, [p.ref.key for p in pairs])
@@ -150,26 +158,52 @@ class LocalComputer:
         out = {}
         for call, group in by_call.items():
             if call in recorded:
-                out.update(self._run_scope(call, group, *recorded[call]))
+                out.update(self._run_scope(call, group, *recorded[call], ref_feed))
         return out
 
-    def _run_scope(self, call, group, args, kwargs) -> dict:
+    def _run_scope(self, call, group, args, kwargs, ref_feed) -> dict:
+        """Feed the module's ONNX scope the reference's values of its entries, if those are exactly the
+        module's arguments: an exporter may cut scopes elsewhere (a BatchNorm folded into the Conv before
+        it starts where the Conv starts), and then the scope is not this module."""
         module = group[0].ref.module
-        entries = self.test.scope_entries(module)
-        tensors = [t for t in _flat_tensors((args, kwargs))]
-        feeds, used = {}, set()
-        for name, shape, dtype in entries:
-            k = next((k for k, t in enumerate(tensors) if k not in used and
-                      reconcile_shapes(tuple(t.shape), shape)[0] and tuple(t.shape) == tuple(shape or t.shape)),
-                     None)
-            if k is None:
-                return {}  # the module's inputs cannot be told apart: no local error here
-            used.add(k)
-            feeds[name] = tensors[k].detach().cpu().numpy().astype(dtype, copy=False)
+        if module not in self.test.graph.module_nodes:
+            self._skip(group, f"the ONNX graph has no scope of its own for {module!r} (folded by the exporter)")
+            return {}
+        entries = [name for name, _, _ in self.test.scope_entries(module)]
+        values = self._reference_values(entries, ref_feed)
+        if values is None or not _same_tensors(list(_flat_tensors((args, kwargs))), list(values.values())):
+            self._skip(group, f"the ONNX scope of {module!r} does not start at the module's inputs "
+                              "(the exporter cut it elsewhere)")
+            return {}
+        feeds = {name: value.detach().cpu().numpy() for name, value in values.items()}
         exits = self.test.run_scope(module, feeds)
         ref_out = self.ref.run_module(call, args, kwargs)
         return {id(p): (ref_out[p.ref.key], exits[p.test.key]) for p in group
                 if p.ref.key in ref_out and p.test.key in exits}
+
+    def _reference_values(self, entries, ref_feed):
+        """The reference's value of each ONNX value name (matched values, or model inputs); None if one
+        has no reference counterpart."""
+        wanted = {name: self.test_to_ref.get(name) for name in entries if name not in ref_feed}
+        if any(key is None for key in wanted.values()):
+            return None
+        captured = self.ref.capture(ref_feed, set(wanted.values())) if wanted else {}
+        return {name: ref_feed[name] if name in ref_feed else captured[wanted[name]] for name in entries}
+
+
+def _same_tensors(args, values) -> bool:
+    """Whether the float tensors among ``args`` are exactly ``values`` (in any order)."""
+    args = [a for a in args if a.is_floating_point()]
+    values = [v for v in values if getattr(v, "is_floating_point", lambda: False)()]
+    if len(args) != len(values):
+        return False
+    remaining = list(values)
+    for arg in args:
+        hit = next((k for k, v in enumerate(remaining) if v.shape == arg.shape and bool((v == arg).all())), None)
+        if hit is None:
+            return False
+        remaining.pop(hit)
+    return True
 
 
 def _rounding_overflows(original, rounded) -> bool:

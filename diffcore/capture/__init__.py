@@ -1,4 +1,7 @@
-"""Capturing intermediate tensors: torch hooks, ONNX Runtime outputs, recorded traces."""
+"""Capturing intermediate tensors: torch hooks, ONNX Runtime outputs, recorded traces.
+
+The runners import their frameworks lazily: ``from diffcore.capture.onnx_runner import OnnxRunner``.
+"""
 from .base import InputSpec, Probe, Runner
 
 __all__ = ["InputSpec", "Probe", "Runner"]

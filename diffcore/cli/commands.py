@@ -55,8 +55,9 @@ def run_compare(args) -> int:
     inputs = load_inputs(args.inputs) if args.inputs else None
     report = compare_function()(
         args.ref, args.test, inputs, atol=args.atol, rtol=args.rtol, ref_dtype=args.ref_dtype,
-        test_dtype=args.test_dtype, device=args.device, providers=args.providers, backend=args.backend,
-        progress=progress_wanted(),
+        test_dtype=args.test_dtype, test_autocast=args.test_autocast, device=args.device,
+        providers=args.providers, ref_providers=args.ref_providers, test_providers=args.test_providers,
+        backend=args.backend, local=args.local, progress=progress_wanted(),
     )
     # Files first: a reader that closes stdout early (| head) must not cost the user the JSON.
     _write_reports(args, report)

@@ -84,6 +84,14 @@ def _add_compare(sub) -> None:
     p.add_argument("--inputs", metavar="FILE.npz", help="named inputs (numpy.savez); default: the model's "
                                                          "example inputs")
     _add_runtime_options(p, [("--test-dtype", "run TEST in this dtype"), ("--ref-dtype", "run REF in this dtype")])
+    p.add_argument("--test-autocast", choices=("float16", "bfloat16"), default=None,
+                   help="run a torch TEST under torch.autocast in this dtype")
+    p.add_argument("--ref-providers", nargs="+", metavar="P", default=None,
+                   help="execution providers for REF only (e.g. CPU vs CUDA: the same model on two providers)")
+    p.add_argument("--test-providers", nargs="+", metavar="P", default=None,
+                   help="execution providers for TEST only")
+    p.add_argument("--local", choices=("auto", "all", "none"), default="auto",
+                   help="where to compute local errors (the test layer on the reference's inputs)")
     p.add_argument("--atol", type=_non_negative_float, help="absolute tolerance (with --rtol)")
     p.add_argument("--rtol", type=_non_negative_float, help="relative tolerance (with --atol)")
     p.add_argument("--backend", choices=_backend_names(), default="auto", help="statistics backend")

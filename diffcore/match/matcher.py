@@ -41,6 +41,9 @@ class Pair:
 class MatchResult:
     pairs: list        # Pair, in the reference's execution order (outputs last)
     unmatched: list    # Unmatched
+    # test key -> ref key for test-only values that are a matched tensor across an inserted Cast: not
+    # compared (they are listed as unmatched), but re-run local errors feed them the reference's value.
+    aliases: dict = field(default_factory=dict)
 
     @property
     def layer_pairs(self) -> list:
@@ -53,7 +56,7 @@ class MatchResult:
 
 def is_graph_probe(probe: Probe) -> bool:
     """True for ONNX-like probes (values produced by graph nodes), False for torch module outputs."""
-    return probe.node is not None
+    return bool(probe.meta.get("graph")) or probe.node is not None
 
 
 def _numel(shape) -> int | None:
@@ -85,6 +88,7 @@ class _Matcher:
     def __init__(self, ref_probes, test_probes):
         self.ref = list(ref_probes)
         self.test = list(test_probes)
+        self.test_keys = {p.key for p in self.test}
         self.pairs: list[Pair] = []
         self.unmatched: list[Unmatched] = []
         self.paired_ref: set[str] = set()
@@ -164,13 +168,27 @@ class _Matcher:
 
     def by_node(self):
         test_by_slot = {(p.node, p.meta.get("slot", 0)): p for p in self.test
-                        if is_graph_probe(p) and p.key not in self.paired_test}
+                        if p.node and p.key not in self.paired_test}
         for ref in self.ref:
-            if ref.key in self.paired_ref or not is_graph_probe(ref):
+            if ref.key in self.paired_ref or not ref.node:
                 continue
             test = test_by_slot.get((ref.node, ref.meta.get("slot", 0)))
             if test is not None and test.meta.get("cast_of") is None:
                 self.add(ref, test, "node")
+
+    def cast_aliases(self) -> dict:
+        """Test-only values on either side of an inserted Cast whose other side is matched."""
+        ref_of = {p.test.key: p.ref.key for p in self.pairs}
+        aliases = {}
+        for probe in self.test:
+            source = probe.meta.get("cast_of")
+            if source is None or probe.key in ref_of and source in ref_of:
+                continue
+            if source in ref_of:                  # Cast(matched) -> this
+                aliases[probe.key] = ref_of[source]
+            elif probe.key in ref_of and source in self.test_keys:  # this = Cast(unmatched source)
+                aliases[source] = ref_of[probe.key]
+        return aliases
 
     def leftovers(self):
         for side, probes, paired in (("ref", self.ref, self.paired_ref), ("test", self.test, self.paired_test)):
@@ -205,7 +223,7 @@ class _Matcher:
         self.leftovers()
         order = {p.key: p.order for p in self.ref}
         self.pairs.sort(key=lambda pair: (pair.is_output, order[pair.ref.key]))
-        return MatchResult(self.pairs, self.unmatched)
+        return MatchResult(self.pairs, self.unmatched, self.cast_aliases())
 
 
 def match_probes(ref_probes, test_probes) -> MatchResult:

@@ -1,0 +1,481 @@
+"""OnnxRunner on tiny models exported at test time by both torch exporters (TorchScript and dynamo).
+
+Each model is exported once per module (the dynamo exporter takes seconds); runners are cheap.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")  # the dynamo exporter needs it
+
+from torch import nn  # noqa: E402
+
+from diffcore.capture import onnx_runner  # noqa: E402
+from diffcore.capture.onnx_runner import OnnxRunner  # noqa: E402
+from diffcore.errors import DiffcoreError  # noqa: E402
+
+EXPORTERS = ["torchscript", "dynamo"]
+D, SEQ, BATCH = 16, 5, 2
+
+
+# ------------------------------------------------------------------------------------------- models
+
+
+class Block(nn.Module):
+    def __init__(self, d=D, heads=2):
+        super().__init__()
+        self.ln = nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.ln2 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def forward(self, x, mask):
+        y = self.ln(x)
+        a, _ = self.attn(y, y, y, attn_mask=mask, need_weights=False)
+        x = x + a
+        return x + self.mlp(self.ln2(x))
+
+
+class TinyTransformer(nn.Module):
+    def __init__(self, d=D):
+        super().__init__()
+        self.blocks = nn.ModuleList([Block(d), Block(d)])
+        self.head = nn.Linear(d, 8)
+
+    def forward(self, x, mask):
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.head(x)
+
+
+class TinyCNN(nn.Module):
+    """BatchNorm, nn.Upsample, and one ReLU module called twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8))
+        self.relu = nn.ReLU()
+        self.down = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.relu(self.stem(x))
+        z = self.relu(self.down(y))
+        return self.head(self.up(z) + y)
+
+
+def _causal_mask(seq=SEQ):
+    return np.triu(np.full((seq, seq), -np.inf, np.float32), 1)
+
+
+def _transformer_inputs(seq=SEQ, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"x": rng.standard_normal((BATCH, seq, D)).astype(np.float32), "mask": _causal_mask(seq)}
+
+
+def _export(model, args, path, exporter, names, dynamic_axes=None, dynamic_shapes=None):
+    """Export with ``exporter``; TorchScript takes ``dynamic_axes``, dynamo ``dynamic_shapes``."""
+    kwargs = {"dynamo": exporter == "dynamo", "input_names": names, "output_names": ["y"]}
+    if exporter == "torchscript" and dynamic_axes:
+        kwargs["dynamic_axes"] = dynamic_axes
+    if exporter == "dynamo" and dynamic_shapes:
+        kwargs["dynamic_shapes"] = dynamic_shapes
+    torch.onnx.export(model, args, str(path), **kwargs)
+    return path
+
+
+@pytest.fixture(scope="module")
+def transformer_model():
+    torch.manual_seed(0)
+    return TinyTransformer().eval()
+
+
+@pytest.fixture(scope="module", params=EXPORTERS)
+def transformer_path(request, tmp_path_factory, transformer_model):
+    """TorchScript: dynamic sequence axis; dynamo: fixed shapes."""
+    inputs = _transformer_inputs()
+    args = (torch.from_numpy(inputs["x"]), torch.from_numpy(inputs["mask"]))
+    path = tmp_path_factory.mktemp(request.param) / "transformer.onnx"
+    axes = {"x": {1: "seq"}, "mask": {0: "seq", 1: "seq"}}
+    return _export(transformer_model, args, path, request.param, ["x", "mask"], dynamic_axes=axes)
+
+
+@pytest.fixture(scope="module")
+def fixed_path(tmp_path_factory, transformer_model):
+    """A TorchScript export without dynamic axes: every dimension fixed."""
+    inputs = _transformer_inputs()
+    args = (torch.from_numpy(inputs["x"]), torch.from_numpy(inputs["mask"]))
+    path = tmp_path_factory.mktemp("fixed") / "fixed.onnx"
+    return _export(transformer_model, args, path, "torchscript", ["x", "mask"])
+
+
+@pytest.fixture(scope="module", params=EXPORTERS)
+def cnn_path(request, tmp_path_factory):
+    torch.manual_seed(1)
+    model = TinyCNN().eval()
+    with torch.no_grad():
+        model.stem[1].running_mean.uniform_(-0.5, 0.5)
+        model.stem[1].running_var.uniform_(0.5, 2.0)
+    path = tmp_path_factory.mktemp(request.param) / "cnn.onnx"
+    return _export(model, (torch.randn(2, 3, 16, 16),), path, request.param, ["x"],
+                   dynamic_axes={"x": {0: "batch"}}, dynamic_shapes=({0: torch.export.Dim("batch", max=64)},))
+
+
+@pytest.fixture(scope="module")
+def runner(transformer_path):
+    with OnnxRunner(transformer_path) as r:
+        yield r
+
+
+@pytest.fixture
+def inputs():
+    return _transformer_inputs()
+
+
+def _plain_ort(path, inputs):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, inputs)))
+
+
+def _module_probe(probes, module):
+    found = [p for p in probes if p.module == module]
+    assert found, f"no probe for module {module}: {[p.module for p in probes]}"
+    return found[-1]
+
+
+# --------------------------------------------------------------------------------------------- probes
+
+
+def test_probes_carry_module_paths_from_both_exporters(runner, inputs):
+    probes = runner.probes(inputs)
+    modules = {p.module for p in probes}
+    assert {"blocks.0.ln", "blocks.0.mlp.0", "blocks.1.ln2", "head"} <= modules
+    assert any("blocks.1" in p.meta["modules"] for p in probes)
+    mlp_out = _module_probe(probes, "blocks.0.mlp.2")
+    assert mlp_out.meta["modules"] == ["blocks.0.mlp.2", "blocks.0.mlp"]  # innermost first, outermost last
+    block_out = [p for p in probes if p.module == "blocks.0"]
+    assert block_out and block_out[-1].shape == (BATCH, SEQ, D)
+
+
+def test_probes_are_float_values_in_topological_order(runner, inputs):
+    probes = runner.probes(inputs)
+    assert [p.order for p in probes] == list(range(len(probes)))
+    assert {p.dtype for p in probes} == {"float32"}
+    assert probes[-1].key == "y" and probes[-1].output_index == 0 and probes[-1].is_output
+    assert all(p.meta["scope"] is not None for p in probes)
+
+
+def test_probes_skip_weights_constants_and_shape_arithmetic(transformer_path, runner, inputs):
+    model = onnx.load(str(transformer_path))
+    weights = {t.name for t in model.graph.initializer}
+    constants = {out for n in model.graph.node if n.op_type == "Constant" for out in n.output}
+    weight_copies = {n.output[0] for n in model.graph.node if n.op_type == "Identity" and n.input[0] in weights}
+    keys = {p.key for p in runner.probes(inputs)}
+    assert not keys & (weights | constants | weight_copies)
+    assert not {p.op_type for p in runner.probes(inputs)} & {"Shape", "Constant"}
+
+
+def test_probe_shapes_follow_the_given_inputs(cnn_path):
+    with OnnxRunner(cnn_path) as r:
+        assert r.input_specs()[0].shape == (None, 3, 16, 16)
+        for batch in (1, 3):
+            probes = r.probes({"x": np.zeros((batch, 3, 16, 16), np.float32)})
+            assert _module_probe(probes, "relu#1").shape == (batch, 8, 8, 8)
+            assert _module_probe(probes, "head").shape == (batch, 4, 16, 16)
+
+
+def test_input_specs_show_dynamic_dims_as_none(transformer_path):
+    with OnnxRunner(transformer_path) as r:
+        specs = {s.name: s for s in r.input_specs()}
+    assert specs["x"].dtype == "float32" and specs["x"].shape[0] == BATCH and specs["x"].shape[2] == D
+    assert specs["mask"].dtype == "float32" and len(specs["mask"].shape) == 2
+
+
+def test_repeated_calls_of_one_module_are_numbered(cnn_path):
+    with OnnxRunner(cnn_path) as r:
+        probes = r.probes({"x": np.zeros((2, 3, 16, 16), np.float32)})
+    modules = [p.module for p in probes]
+    assert modules.index("relu") < modules.index("relu#1")
+    assert {"down", "up", "head"} <= set(modules)
+    assert any("stem" in p.meta["modules"] for p in probes)
+
+
+# -------------------------------------------------------------------------------------------- capture
+
+
+def test_capture_of_outputs_equals_a_plain_ort_run(transformer_path, runner, inputs):
+    keys = [p.key for p in runner.probes(inputs)]
+    captured = runner.capture(inputs, keys)
+    assert set(captured) == set(keys)
+    want = _plain_ort(transformer_path, inputs)["y"]
+    np.testing.assert_array_equal(runner.outputs(inputs)["y"], want)
+    np.testing.assert_allclose(captured["y"], want, rtol=1e-5, atol=1e-6)
+
+
+def test_capture_of_intermediates_matches_the_reference_evaluator(transformer_path, runner, inputs):
+    from onnx.reference import ReferenceEvaluator
+
+    probes = runner.probes(inputs)
+    keys = [_module_probe(probes, m).key for m in ("blocks.0.ln", "blocks.0.mlp.1", "blocks.0", "blocks.1")]
+    captured = runner.capture(inputs, keys)
+    oracle = ReferenceEvaluator(str(transformer_path)).run(None, inputs, intermediate=True)
+    for key in keys:
+        assert captured[key].dtype == np.float32
+        np.testing.assert_allclose(captured[key], oracle[key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+def test_capture_in_chunks_equals_capture_at_once(runner, inputs):
+    keys = [p.key for p in runner.probes(inputs)][:-1]
+    at_once = runner.capture(inputs, keys)
+    half = len(keys) // 2
+    chunked = {**runner.capture(inputs, keys[:half]), **runner.capture(inputs, keys[half:])}
+    for key in keys:
+        np.testing.assert_allclose(chunked[key], at_once[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_instrumented_sessions_are_few(transformer_path, inputs):
+    with OnnxRunner(transformer_path) as r:
+        keys = [p.key for p in r.probes(inputs)]
+        for k in range(8):
+            r.capture(inputs, keys[k::8])
+        assert len(r._sessions) <= r.max_cached_sessions
+
+
+def test_changed_outputs_under_instrumentation_are_warned(transformer_path, inputs, monkeypatch):
+    with OnnxRunner(transformer_path) as r:
+        plain = r.outputs(inputs)
+        monkeypatch.setattr(r, "_plain_outputs", lambda feed: {"y": plain["y"] + 0.25})
+        r.capture(inputs, [_module_probe(r.probes(inputs), "blocks.0").key])
+        assert len(r.warnings) == 1
+        assert "changed its outputs by up to 0.25" in r.warnings[0] and "fusions" in r.warnings[0]
+
+
+def test_unknown_capture_key_is_named(runner, inputs):
+    with pytest.raises(DiffcoreError, match=r"has no value 'no_such_value'; values that can be captured"):
+        runner.capture(inputs, ["no_such_value"])
+
+
+# ---------------------------------------------------------------------------------------- local error
+
+
+def test_teacher_forced_with_own_values_reproduces_capture(runner, inputs):
+    keys = [p.key for p in runner.probes(inputs)]
+    captured = runner.capture(inputs, keys)
+    forced = runner.teacher_forced(inputs, captured, keys)
+    for key in keys:
+        np.testing.assert_allclose(forced[key], captured[key], rtol=1e-5, atol=1e-5, err_msg=key)
+
+
+def test_teacher_forced_nodes_read_the_fed_values(runner, inputs):
+    probes = runner.probes(inputs)
+    block0, ln1 = _module_probe(probes, "blocks.0").key, _module_probe(probes, "blocks.1.ln").key
+    captured = runner.capture(inputs, [block0])
+    fed = np.random.default_rng(3).standard_normal(captured[block0].shape).astype(np.float32)
+    forced = runner.teacher_forced(inputs, {block0: fed}, [block0, ln1])
+    mean, var = fed.mean(-1, keepdims=True), fed.var(-1, keepdims=True)
+    np.testing.assert_allclose(forced[ln1], (fed - mean) / np.sqrt(var + 1e-5), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(forced[block0], captured[block0])  # its producer still ran as before
+
+
+def test_scope_entries_and_exits_of_a_sequential(runner, inputs):
+    probes = runner.probes(inputs)
+    entries = runner.scope_entries("blocks.0.mlp")
+    assert [name for name, _, _ in entries] == [_module_probe(probes, "blocks.0.ln2").key]
+    assert entries[0][2] == "float32" and entries[0][1][-1] == D
+    assert runner.scope_exits("blocks.0.mlp") == [_module_probe(probes, "blocks.0.mlp.2").key]
+
+
+def test_run_scope_reproduces_the_captured_exit(runner, inputs):
+    entries = [name for name, _, _ in runner.scope_entries("blocks.0")]
+    exits = runner.scope_exits("blocks.0")
+    captured = runner.capture(inputs, [n for n in entries + exits if n not in inputs])
+    result = runner.run_scope("blocks.0", {n: inputs[n] if n in inputs else captured[n] for n in entries})
+    assert set(result) == set(exits)
+    block_out = _module_probe(runner.probes(inputs), "blocks.0").key
+    np.testing.assert_allclose(result[block_out], captured[block_out], rtol=1e-5, atol=1e-6)
+
+
+def test_run_scope_names_missing_entries(runner):
+    with pytest.raises(DiffcoreError, match=r"feeds for scope 'blocks.0' .* missing: .*entries: "):
+        runner.run_scope("blocks.0", {})
+
+
+def test_unknown_scope_lists_the_scopes_found(runner):
+    with pytest.raises(DiffcoreError, match=r"no module scope 'blocks\.9' in .*scopes found: .*'blocks\.0'"):
+        runner.scope_entries("blocks.9")
+
+
+# ------------------------------------------------------------------------------------------- float16
+
+
+@pytest.mark.parametrize("keep_io_types", [True, False])
+def test_float16_conversion_runs_close_to_float32(transformer_path, runner, inputs, keep_io_types):
+    with OnnxRunner(transformer_path, float16=True, keep_io_types=keep_io_types) as half:
+        io_dtype = "float32" if keep_io_types else "float16"
+        assert {s.dtype for s in half.input_specs()} == {io_dtype}
+        assert half.prepare_inputs(inputs)["x"].dtype == np.dtype(io_dtype)
+        out = half.outputs(inputs)["y"]
+        assert out.dtype == np.dtype(io_dtype)
+        np.testing.assert_allclose(out.astype(np.float32), runner.outputs(inputs)["y"], atol=3e-2)
+        probes = half.probes(inputs)
+        assert "float16" in {p.dtype for p in probes}
+        assert "fp16" in half.description or "float16" in half.description
+
+
+def test_float16_casts_record_what_they_cast(transformer_path, inputs):
+    with OnnxRunner(transformer_path, float16=True, keep_io_types=True) as half:
+        casts = [p for p in half.probes(inputs) if p.op_type == "Cast"]
+    assert any(p.meta["cast_of"] == "x" for p in casts)
+    assert all(p.meta["cast_of"] for p in casts)
+
+
+def test_float16_model_is_fed_and_forced_with_float32_values(transformer_path, runner, inputs):
+    with OnnxRunner(transformer_path, float16=True, keep_io_types=False) as half:
+        keys = [_module_probe(half.probes(inputs), m).key for m in ("blocks.0", "blocks.1.ln")]
+        reference = runner.capture(inputs, [_module_probe(runner.probes(inputs), "blocks.0").key])
+        fed = {keys[0]: next(iter(reference.values()))}  # float32, cast to the model's float16
+        forced = half.teacher_forced(inputs, fed, keys)
+        assert forced[keys[1]].dtype == np.float16
+        entries = [n for n, _, _ in half.scope_entries("blocks.1")]
+        assert keys[0] in entries
+
+
+def test_a_model_proto_given_is_not_modified(transformer_path, inputs):
+    proto = onnx.load(str(transformer_path))
+    before = proto.SerializeToString()
+    with OnnxRunner(proto, float16=True) as half:
+        half.outputs(inputs)
+    assert proto.SerializeToString() == before
+
+
+# ----------------------------------------------------------------------------------- large models
+
+
+def test_external_weights_path_gives_the_same_values(transformer_path, runner, inputs, monkeypatch):
+    """Past the inline limit weights go once to a temporary external-data file; nothing is written beside
+    the user's model, and close() removes the temporary folder."""
+    monkeypatch.setattr(onnx_runner, "_INLINE_LIMIT", 0)
+    beside = sorted(p.name for p in transformer_path.parent.iterdir())
+    r = OnnxRunner(transformer_path)
+    keys = [p.key for p in r.probes(inputs)]
+    got, want = r.capture(inputs, keys), runner.capture(inputs, keys)
+    for key in keys:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    tempdir = r._tmp.name
+    r.close()
+    import os
+
+    assert not os.path.exists(tempdir)
+    assert sorted(p.name for p in transformer_path.parent.iterdir()) == beside
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(DiffcoreError, match=r"ONNX model file not found: .*nope\.onnx"):
+        OnnxRunner(tmp_path / "nope.onnx")
+
+
+@pytest.mark.parametrize("content", [b"\x08\x96\x01\xff\xff\x12garbage", b"this is not onnx\n", b""])
+def test_corrupt_file_is_not_parsed_as_onnx(tmp_path, content):
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(content)
+    with pytest.raises(DiffcoreError, match=r"broken\.onnx could not be parsed as ONNX"):
+        OnnxRunner(path)
+
+
+def test_unknown_provider_lists_the_available_ones(transformer_path):
+    with pytest.raises(DiffcoreError, match=r"provider 'NoSuchExecutionProvider' is not available here; "
+                                            r"available: .*'CPUExecutionProvider'"):
+        OnnxRunner(transformer_path, providers=["NoSuchExecutionProvider"])
+
+
+def test_wrong_input_names_list_the_expected_ones(runner, inputs):
+    with pytest.raises(DiffcoreError, match=r"unknown 'tokens'; missing 'mask'; expected inputs: 'x', 'mask'"):
+        runner.prepare_inputs({"x": inputs["x"], "tokens": inputs["mask"]})
+
+
+def test_fixed_shape_export_names_input_expected_and_given_shape(fixed_path):
+    with OnnxRunner(fixed_path) as r:
+        with pytest.raises(DiffcoreError, match=r"input 'x' of fixed\.onnx expects shape \(2, 5, 16\) but was "
+                                                r"given shape \(2, 7, 16\): dimension 1 is fixed to 5"):
+            r.prepare_inputs(_transformer_inputs(seq=7))
+
+
+def test_shape_error_shows_dynamic_dims_by_symbol(transformer_path):
+    with OnnxRunner(transformer_path) as r:
+        symbol = next(s for s in r._specs if s.name == "x").dims[1]
+        if not isinstance(symbol, str):
+            pytest.skip("this export has a fixed sequence length")
+        bad = {"x": np.zeros((BATCH, SEQ, D + 1), np.float32), "mask": _causal_mask()}
+        with pytest.raises(DiffcoreError, match=rf"expects shape \(2, {symbol}, 16\) but was given shape "
+                                                r"\(2, 5, 17\)"):
+            r.prepare_inputs(bad)
+
+
+def test_rank_mismatch_is_named(runner, inputs):
+    with pytest.raises(DiffcoreError, match=r"input 'x' of .* but was given shape \(2, 5\): rank 2 instead of 3"):
+        runner.prepare_inputs({**inputs, "x": inputs["x"][..., 0]})
+
+
+def test_integers_for_a_float_input_are_refused(runner, inputs):
+    with pytest.raises(DiffcoreError, match=r"input 'x' of .* expects float32 but was given int64"):
+        runner.prepare_inputs({**inputs, "x": inputs["x"].astype(np.int64)})
+
+
+def test_float64_inputs_are_cast_to_the_model_dtype(runner, inputs):
+    feed = runner.prepare_inputs({**inputs, "x": inputs["x"].astype(np.float64)})
+    assert feed["x"].dtype == np.float32
+
+
+def test_ort_failure_names_the_node_and_op(transformer_path):
+    with OnnxRunner(transformer_path) as r:
+        if r.input_specs()[1].shape[0] is not None:
+            pytest.skip("this export has a fixed mask shape")
+        bad = {"x": np.zeros((BATCH, SEQ, D), np.float32), "mask": _causal_mask(SEQ + 1)}
+        with pytest.raises(DiffcoreError, match=r"ONNX Runtime failed running .* at node '/blocks\.0/[^']+' "
+                                                r"\((Add|MatMul|Softmax|Reshape)\)"):
+            r.outputs(bad)
+
+
+# ------------------------------------------------------------------------------------------------ GPU
+
+
+def test_iobinding_path_gives_the_same_values_on_the_host(transformer_path, runner, inputs):
+    """The CUDA code path (IOBinding, inputs bound from torch memory) exercised with host buffers."""
+    with OnnxRunner(transformer_path) as bound:
+        bound._bound = ("cpu", 0)
+        keys = [p.key for p in bound.probes(inputs)]
+        got, want = bound.capture(inputs, keys), runner.capture(inputs, keys)
+        for key in keys:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+        fed = {k: torch.from_numpy(v) for k, v in want.items()}
+        forced = bound.teacher_forced(inputs, fed, keys)
+        for key in keys:
+            np.testing.assert_allclose(forced[key], want[key], rtol=1e-5, atol=1e-5, err_msg=key)
+
+
+@pytest.mark.gpu
+def test_cuda_capture_stays_on_the_device(transformer_path, runner, inputs):
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu is not installed")
+    with OnnxRunner(transformer_path, providers=["CUDAExecutionProvider"]) as gpu:
+        keys = [p.key for p in gpu.probes(inputs)]
+        captured = gpu.capture(inputs, keys)
+        assert all(isinstance(v, torch.Tensor) and v.is_cuda for v in captured.values())
+        on_cpu = runner.capture(inputs, keys)
+        for key in keys:
+            np.testing.assert_allclose(captured[key].cpu().numpy(), on_cpu[key], rtol=1e-3, atol=1e-3)
+        forced = gpu.teacher_forced(inputs, captured, keys)
+        assert all(v.is_cuda for v in forced.values())
+        entries = [n for n, _, _ in gpu.scope_entries("blocks.0")]
+        feeds = {n: torch.from_numpy(inputs[n]).cuda() if n in inputs else captured[n] for n in entries}
+        exits = gpu.run_scope("blocks.0", feeds)
+        block_out = _module_probe(gpu.probes(inputs), "blocks.0").key
+        torch.testing.assert_close(exits[block_out], captured[block_out], rtol=1e-4, atol=1e-4)
