@@ -16,7 +16,7 @@ from ._deps import require
 torch = require("torch", "the demo models")
 nn = torch.nn
 
-__all__ = ["TinyCNN", "TinyTransformer", "cnn", "transformer"]
+__all__ = ["Block", "TinyCNN", "TinyTransformer", "cnn", "transformer"]
 
 SEED = 0
 # A large finite negative rather than -inf: it survives a cast to float16 (max 65504) and keeps softmax
@@ -41,13 +41,13 @@ class Block(nn.Module):
 
     def __init__(self, d: int, heads: int):
         super().__init__()
-        self.ln1 = nn.LayerNorm(d)
+        self.ln = nn.LayerNorm(d)
         self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
         self.ln2 = nn.LayerNorm(d)
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
 
     def forward(self, x, mask):
-        h = self.ln1(x)
+        h = self.ln(x)
         a, _ = self.attn(h, h, h, attn_mask=mask, need_weights=False)
         x = x + a
         return x + self.mlp(self.ln2(x))

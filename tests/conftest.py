@@ -27,7 +27,7 @@ SIMULATED_CUDA = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 def pytest_collection_modifyitems(config, items):
     if HAS_GPU and not SIMULATED_CUDA:
         return
-    reason = "needs a real CUDA GPU: none on this machine (CUDA kernels run under the simulator instead)"
+    reason = "needs a real CUDA GPU: none on this machine"
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(pytest.mark.skip(reason=reason))

@@ -26,7 +26,8 @@ def cast(values: np.ndarray, dtype: str, as_torch: bool = False):
         return values.astype(dtype)
 
 
-def _base(size: int, flavour: str, rng) -> tuple[np.ndarray, np.ndarray]:
+def base_values(size: int, flavour: str, rng) -> tuple[np.ndarray, np.ndarray]:
+    """float64 (ref, test) of one flavour: noise of 1e-3 relative, with the flavour's special values."""
     ref = rng.standard_normal(size) * 4.0
     test = ref + rng.standard_normal(size) * 1e-3 * np.abs(ref)
     if flavour == "zeros":
@@ -51,6 +52,7 @@ def _inject_specials(ref: np.ndarray, test: np.ndarray) -> None:
     plan = [  # (position, ref value, test value)
         (0, np.nan, 1.0), (n // 2, 2.0, np.nan), (n - 1, np.nan, np.nan), (1, np.inf, -np.inf),
         (2, np.inf, np.inf), (3, -np.inf, 5.0), (n // 3, 1.0, np.inf), (n // 5, -np.inf, -np.inf),
+        (4, -np.inf, np.nan),
     ]
     for pos, r, t in plan:
         if 0 <= pos < n:
@@ -71,7 +73,7 @@ def _strided(values: np.ndarray, dtype: str, rng, as_torch: bool, reverse: bool)
 
 def make_case(size: int, pair: tuple[str, str], flavour: str, seed: int = 0):
     rng = np.random.default_rng([seed, size, len(flavour)])
-    ref, test = _base(size, flavour, rng)
+    ref, test = base_values(size, flavour, rng)
     as_torch = pair[0] == "float32" and size % 2 == 1
     if flavour == "strided":
         reverse = size % 2 == 0

@@ -31,6 +31,7 @@ from diffcore.stats.oracle import hist_bins, oracle_state
 from diffcore.stats.params import StatParams
 from diffcore.stats.tolerance import resolve_tolerance
 from tests.conformance.cases import EDGE_SIZES
+from tests.conformance import cases
 from tests.helpers import assert_state_matches
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,20 +134,7 @@ def scale_of(*arrays) -> float:
 
 
 def values_for(size: int, flavour: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng([seed, size])
-    ref = rng.standard_normal(size) * 4.0
-    test = ref + rng.standard_normal(size) * 1e-3 * np.abs(ref)
-    if flavour == "zeros":
-        ref[: size // 2] = 0.0
-        test[size // 4: size // 2] = 0.0
-        test[: size // 8] = -0.0
-    elif flavour == "specials":
-        for pos, r, t in [(0, np.nan, 1.0), (size // 2, 2.0, np.nan), (size - 1, np.nan, np.nan),
-                          (1, np.inf, -np.inf), (2, np.inf, np.inf), (3, -np.inf, 5.0),
-                          (size // 3, 1.0, np.inf), (size // 5, -np.inf, -np.inf), (4, -np.inf, np.nan)]:
-            if 0 <= pos < size:
-                ref[pos], test[pos] = r, t
-    return ref, test
+    return cases.base_values(size, flavour, np.random.default_rng([seed, size]))
 
 
 # ---- host tier: constants and decoding -------------------------------------------------------------------

@@ -6,39 +6,9 @@ import copy
 import torch
 from torch import nn
 
+from diffcore.demo import TinyTransformer
+
 D, HEADS, SEQ, BATCH = 32, 4, 8, 2
-
-
-class Block(nn.Module):
-    def __init__(self, d: int = D, heads: int = HEADS):
-        super().__init__()
-        self.ln = nn.LayerNorm(d)
-        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
-        self.ln2 = nn.LayerNorm(d)
-        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-
-    def forward(self, x, mask):
-        h = self.ln(x)
-        a, _ = self.attn(h, h, h, attn_mask=mask, need_weights=False)
-        x = x + a
-        return x + self.mlp(self.ln2(x))
-
-
-class Stack(nn.Module):
-    """Transformer blocks with LayerNorm, GELU and masked attention; modules named like blocks.2.ln."""
-
-    def __init__(self, n_layers: int = 4, d: int = D):
-        super().__init__()
-        self.embed = nn.Linear(d, d)
-        self.blocks = nn.ModuleList([Block(d) for _ in range(n_layers)])
-        self.ln_f = nn.LayerNorm(d)
-        self.head = nn.Linear(d, d)
-
-    def forward(self, x, mask):
-        x = self.embed(x)
-        for block in self.blocks:
-            x = block(x, mask)
-        return self.head(self.ln_f(x))
 
 
 class CNN(nn.Module):
@@ -64,9 +34,10 @@ class CNN(nn.Module):
         return self.head(self.relu2(self.bn2(self.conv2(x))))
 
 
-def stack(seed: int = 0, **kw) -> Stack:
-    torch.manual_seed(seed)
-    return Stack(**kw).eval()
+def stack(seed: int = 0, n_layers: int = 4) -> TinyTransformer:
+    """Transformer blocks with LayerNorm, GELU and masked attention, modules named like blocks.2.ln: the
+    demo's transformer at test size."""
+    return TinyTransformer(n_layers=n_layers, d=D, heads=HEADS, seq=SEQ, seed=seed).eval()
 
 
 def cnn(seed: int = 0) -> CNN:
@@ -74,10 +45,8 @@ def cnn(seed: int = 0) -> CNN:
     return CNN().eval()
 
 
-def stack_inputs(seed: int = 1) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    mask = torch.triu(torch.full((SEQ, SEQ), -1e4), diagonal=1)  # causal; -1e4 survives a float16 cast
-    return {"x": torch.randn(BATCH, SEQ, D, generator=g), "mask": mask}
+def stack_inputs() -> dict:
+    return stack().example_inputs(batch=BATCH)  # causal mask of -1e4: it survives a float16 cast
 
 
 def cnn_inputs(seed: int = 1) -> dict:
@@ -86,7 +55,7 @@ def cnn_inputs(seed: int = 1) -> dict:
 
 
 # ---- planted bugs (on copies: the original stays intact) -------------------------------------------------
-def with_fp16_overflow(model: Stack, block: int = 2) -> Stack:
+def with_fp16_overflow(model, block: int = 2):
     """A model whose block ``block`` makes activations past float16's 65504 (harmless in float32)."""
     model = copy.deepcopy(model)
     with torch.no_grad():
@@ -95,7 +64,7 @@ def with_fp16_overflow(model: Stack, block: int = 2) -> Stack:
     return model
 
 
-def with_tanh_gelu(model: Stack, block: int = 2) -> Stack:
+def with_tanh_gelu(model, block: int = 2):
     model = copy.deepcopy(model)
     model.blocks[block].mlp[1] = nn.GELU(approximate="tanh")
     return model

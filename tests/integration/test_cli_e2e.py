@@ -30,9 +30,8 @@ FACTORY = textwrap.dedent('''
         return Broken()
 
     def stack():
-        torch.manual_seed(0)
-        from tests.integration.models import Stack
-        return Stack().eval()
+        from tests.integration.models import stack as build
+        return build()
 ''')
 
 

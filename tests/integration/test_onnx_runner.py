@@ -16,6 +16,7 @@ from torch import nn  # noqa: E402
 
 from diffcore.capture import onnx_runner  # noqa: E402
 from diffcore.capture.onnx_runner import OnnxRunner  # noqa: E402
+from diffcore.demo import Block  # noqa: E402
 from diffcore.errors import DiffcoreError  # noqa: E402
 
 EXPORTERS = ["torchscript", "dynamo"]
@@ -25,25 +26,10 @@ D, SEQ, BATCH = 16, 5, 2
 # ------------------------------------------------------------------------------------------- models
 
 
-class Block(nn.Module):
-    def __init__(self, d=D, heads=2):
-        super().__init__()
-        self.ln = nn.LayerNorm(d)
-        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
-        self.ln2 = nn.LayerNorm(d)
-        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-
-    def forward(self, x, mask):
-        y = self.ln(x)
-        a, _ = self.attn(y, y, y, attn_mask=mask, need_weights=False)
-        x = x + a
-        return x + self.mlp(self.ln2(x))
-
-
 class TinyTransformer(nn.Module):
     def __init__(self, d=D):
         super().__init__()
-        self.blocks = nn.ModuleList([Block(d), Block(d)])
+        self.blocks = nn.ModuleList([Block(d, heads=2), Block(d, heads=2)])
         self.head = nn.Linear(d, 8)
 
     def forward(self, x, mask):

@@ -9,24 +9,10 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from diffcore.capture.torch_runner import TorchRunner, load_factory  # noqa: E402
+from diffcore.demo import Block  # noqa: E402
 from diffcore.errors import DiffcoreError  # noqa: E402
 
 # ------------------------------------------------------------------------------------------ tiny models
-
-
-class Block(nn.Module):
-    def __init__(self, d=16, heads=2):
-        super().__init__()
-        self.ln = nn.LayerNorm(d)
-        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
-        self.ln2 = nn.LayerNorm(d)
-        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-
-    def forward(self, x, mask):
-        h = self.ln(x)
-        a, _ = self.attn(h, h, h, attn_mask=mask, need_weights=False)
-        x = x + a
-        return x + self.mlp(self.ln2(x))
 
 
 class TinyTransformer(nn.Module):

@@ -243,7 +243,7 @@ def test_demo_transformer_layout_and_cnn_batchnorm_stats():
     from diffcore import demo
 
     names = {name for name, _ in demo.transformer().named_modules()}
-    assert {"embed", "blocks.0.ln1", "blocks.0.attn", "blocks.0.ln2", "blocks.0.mlp", "blocks.3.mlp.2",
+    assert {"embed", "blocks.0.ln", "blocks.0.attn", "blocks.0.ln2", "blocks.0.mlp", "blocks.3.mlp.2",
             "ln_f", "head"} <= names
     inputs = demo.transformer().example_inputs()
     assert inputs["x"].shape == (2, 16, 64) and inputs["mask"].shape == (16, 16)
