@@ -195,7 +195,7 @@ class _Comparison:
             test={"kind": self.test.kind, "description": self.test.description},
             summary=summarize(layers, outputs, loc), warnings=list(dict.fromkeys(self.warnings)),
             timings={k: round(v, 6) for k, v in self.timings.items()},
-            environment=env.collect(frameworks=False),
+            environment=env.collect(),
         )
 
 

@@ -17,6 +17,9 @@ SCHEMA = "diffcore.env/1"
 PACKAGES = ("numpy", "numba", "numba-cuda", "llvmlite", "torch", "onnx", "onnxscript", "onnxruntime",
             "onnxruntime-gpu", "onnxconverter-common", "cupy-cuda12x", "cupy-cuda13x", "cupy",
             "nvidia-ml-py", "tabulate", "tokenizers")
+# Variables that change what runs or its numerics (TF32 overrides, cuBLAS workspace, thread counts).
+ENV_VARS = ("CUDA_VISIBLE_DEVICES", "NVIDIA_TF32_OVERRIDE", "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE",
+            "CUBLAS_WORKSPACE_CONFIG", "NUMBA_ENABLE_CUDASIM", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 def _version(dist: str) -> str | None:
@@ -51,6 +54,8 @@ def _torch() -> dict | None:
         "matmul_precision": torch.get_float32_matmul_precision(),
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,  # algorithm choice by timing: numerics vary
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
         "threads": torch.get_num_threads(),
     }
     if torch.cuda.is_available():
@@ -121,8 +126,7 @@ def collect(frameworks: bool = True) -> dict:
         "os": f"{platform.system()} {platform.release()}",
         "cpu": _cpu(),
         "packages": {name: _version(name) for name in PACKAGES if _version(name) is not None},
-        "env_vars": {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES", "NUMBA_ENABLE_CUDASIM",
-                                                "OMP_NUM_THREADS", "NUMBA_NUM_THREADS") if k in os.environ},
+        "env_vars": {k: os.environ[k] for k in ENV_VARS if k in os.environ},
     }
     if frameworks:
         manifest["torch"] = _torch()

@@ -137,3 +137,39 @@ def _check_signature(path: str, what: str) -> None:
                             "arrays (write one with numpy.savez(path, name=array, ...))")
     if not magic.startswith(b"PK"):
         raise DiffcoreError(f"{what} file {path} is not an .npz archive (no zip signature)")
+
+
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    """The sha256 of a file's bytes, read in chunks (model files and artifacts can be large).
+
+    Raises:
+        DiffcoreError: the file cannot be read.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(chunk), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise DiffcoreError(f"cannot read {path}: {exc}") from None
+    return digest.hexdigest()
+
+
+def read_json(path, what: str = "JSON") -> object:
+    """Parse a UTF-8 JSON file.
+
+    Raises:
+        DiffcoreError: the file is missing, unreadable, or not valid JSON (e.g. truncated).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DiffcoreError(f"{what} file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DiffcoreError(f"cannot read {what} file {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise DiffcoreError(f"{what} file {path} is not valid JSON (truncated or edited?): {exc}") from None

@@ -16,6 +16,33 @@ from .errors import DiffcoreError
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
+def spec_path(spec: str) -> str | None:
+    """The file a model spec names, or None for ``package.module:factory``.
+
+    ``model.onnx`` and ``trace.npz`` name themselves; ``file.py:factory`` names ``file.py``. A colon followed
+    by a Python identifier after something other than a ``.py`` file is an importable module path.
+    """
+    head, sep, tail = spec.rpartition(":")
+    if sep and head.endswith(".py"):
+        return head
+    if _is_factory(spec):
+        return None
+    return spec
+
+
+def _is_factory(spec: str) -> bool:
+    """``file.py:factory`` or ``package.module:factory`` (a colon before a Python identifier)."""
+    head, sep, tail = spec.rpartition(":")
+    return bool(sep) and (head.endswith(".py") or tail.isidentifier())
+
+
+def check_spec(spec: str, role: str) -> None:
+    """Raise DiffcoreError when ``spec`` names a file that does not exist (before any model is loaded)."""
+    path = spec_path(spec)
+    if path is not None and not os.path.exists(path):
+        raise DiffcoreError(f"{role} model file not found: {path}")
+
+
 def _check_dtype(dtype: str | None, role: str) -> None:
     if dtype is not None and dtype not in FLOAT_DTYPES:
         raise DiffcoreError(f"{role} dtype {dtype!r} is not one of {', '.join(FLOAT_DTYPES)}")
@@ -53,7 +80,7 @@ def _from_string(spec: str, dtype, autocast, device, providers, keep_io_types, r
         if dtype:
             raise DiffcoreError(f"{role} is a recorded trace: its dtype is fixed, --{role}-dtype does not apply")
         return TraceRunner(Trace.load(spec))
-    if ":" in spec and not (os.name == "nt" and path.exists()):
+    if _is_factory(spec):
         from .capture.torch_runner import load_factory
 
         module, example_inputs = load_factory(spec)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import sys
 
 from ..errors import DiffcoreError
-from .files import check_spec, check_target, load_inputs, write_text_atomic
+from ..spec import check_spec
+from .files import check_target, load_inputs, write_text_atomic
 
 __all__ = ["compare_function", "progress_wanted", "run_capture", "run_compare"]
 

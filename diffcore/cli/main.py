@@ -1,5 +1,7 @@
 """The ``diffcore`` command line: argument parsing, dispatch, and the exit-code policy.
 
+Commands: compare, capture, demo, env (env diff), golden record|check, validate.
+
 Exit codes: 0 within tolerance, 1 diverged, 2 a usage or input error (one line on stderr, no traceback),
 3 a bug in diffcore (one line; ``DIFFCORE_DEBUG=1`` adds the traceback). 130 on Ctrl-C, and 141 when the
 reader of stdout went away (what a shell reports for a process ended by SIGPIPE).
@@ -126,6 +128,112 @@ def _add_demo(sub) -> None:
     p.set_defaults(handler="demo")
 
 
+def _dynamic_axes(text: str) -> tuple:
+    name, sep, axes = text.rpartition(":")
+    try:
+        parsed = [int(a) for a in axes.split(",")] if sep and name else None
+    except ValueError:
+        parsed = None
+    if not parsed or any(a < 0 for a in parsed):
+        raise argparse.ArgumentTypeError(f"expected INPUT:AXIS[,AXIS...] (e.g. input_ids:0,1), got {text!r}")
+    return name, parsed
+
+
+class _AxesAction(argparse.Action):
+    """Collect ``--dynamic-axes a:0,1 b:0`` into {"a": [0, 1], "b": [0]}."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, dict(values))
+
+
+def _add_tolerance(p, what: str) -> None:
+    p.add_argument("--atol", type=_non_negative_float, help=f"absolute tolerance (with --rtol){what}")
+    p.add_argument("--rtol", type=_non_negative_float, help=f"relative tolerance (with --atol){what}")
+
+
+def _add_json_outputs(p, what: str) -> None:
+    p.add_argument("--json", action="store_true", help=f"print the {what} as JSON instead of a table")
+    p.add_argument("--out", metavar="FILE.json", help=f"also write the {what} as JSON to FILE")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+
+
+def _add_env(sub) -> None:
+    p = sub.add_parser("env", allow_abbrev=False, help="this machine's environment manifest; 'env diff A B' "
+                                                        "compares two",
+                       description="Print the environment manifest (Python, OS, CPU, numpy, torch with its "
+                                   "CUDA/cuDNN/TF32 settings, onnx, onnxruntime providers, numba, cupy, "
+                                   "driver and GPUs, diffcore) that every report and golden set embeds.")
+    _add_json_outputs(p, "manifest")
+    inner = p.add_subparsers(dest="env_command", metavar="diff", parser_class=_Parser)
+    d = inner.add_parser("diff", allow_abbrev=False, help="what differs between two manifests",
+                         description="Compare two manifests (or files embedding one: reports, golden.json, "
+                                     "validate results), those likely to change numerics first. Exit 0 when "
+                                     "they match, 1 when anything differs.")
+    d.add_argument("a", metavar="A.json")
+    d.add_argument("b", metavar="B.json")
+    d.add_argument("--json", action="store_true", help="print the differences as JSON")
+    p.set_defaults(handler="env")
+
+
+def _add_golden(sub) -> None:
+    p = sub.add_parser("golden", allow_abbrev=False, help="record or check a golden set",
+                       description="A golden set: inputs, expected outputs (optionally every layer), the "
+                                   "environment manifest and content hashes, recorded once and checked on "
+                                   "any machine.")
+    inner = p.add_subparsers(dest="golden_command", metavar="record|check", parser_class=_Parser)
+    inner.required = True
+    r = inner.add_parser("record", allow_abbrev=False, help="record a golden set",
+                         description="Run MODEL and store its inputs, outputs, environment and hashes in DIR.")
+    r.add_argument("model", metavar="MODEL", help="the model spec")
+    r.add_argument("--inputs", metavar="FILE.npz", help="named inputs (default: the model's example inputs)")
+    r.add_argument("--out", metavar="DIR", required=True, help="the golden directory to write")
+    r.add_argument("--traces", action="store_true", help="also record every layer, for a per-layer check")
+    r.add_argument("--texts", metavar="FILE", help="golden texts, one per line: their token ids are recorded "
+                                                   "with the tokenizer artifacts")
+    r.add_argument("--artifacts", nargs="+", metavar="FILE", help="files that travel with the model, or "
+                   "one .artifacts.json (default: <model>.artifacts.json beside the model)")
+    _add_tolerance(r, "; stored as the golden's tolerance")
+    _add_runtime_options(r, [])
+    r.add_argument("--force", action="store_true", help="replace an existing golden in DIR")
+    c = inner.add_parser("check", allow_abbrev=False, help="check a model against a golden set",
+                         description="Run MODEL on the golden inputs here and compare every output (and layer, "
+                                     "when traces were recorded) with the golden; show the environment "
+                                     "differences beside the drift. Exit 0 pass, 1 fail, 2 a broken golden.")
+    c.add_argument("model", metavar="MODEL", help="the model spec")
+    c.add_argument("golden", metavar="DIR", help="the golden directory")
+    _add_tolerance(c, "; default: the golden's, else per dtype")
+    _add_runtime_options(c, [])
+    c.add_argument("--no-layers", action="store_true", help="skip the per-layer comparison")
+    _add_json_outputs(c, "result")
+    p.set_defaults(handler="golden")
+
+
+def _add_validate(sub) -> None:
+    p = sub.add_parser("validate", allow_abbrev=False, help="is the converted model ready to ship? one "
+                                                             "checklist",
+                       description="Check that MODEL matches its original, that its preprocessing artifacts "
+                                   "are present and the validated versions, that it runs on the target "
+                                   "hardware and reproduces the golden set, plus the export checks for ONNX "
+                                   "(opset, dynamic axes, signature). Exit 0 when no check fails, 1 when "
+                                   "one does; skipped checks say why.")
+    p.add_argument("model", metavar="MODEL", help="the converted model spec")
+    p.add_argument("--reference", metavar="REF", help="the original model spec")
+    p.add_argument("--golden", metavar="DIR", help="a golden directory (diffcore golden record)")
+    p.add_argument("--inputs", metavar="FILE.npz", help="sample inputs when there is no golden")
+    p.add_argument("--artifacts", nargs="+", metavar="FILE", help="files that travel with the model, or "
+                   "one .artifacts.json (default: <model>.artifacts.json beside the model)")
+    _add_runtime_options(p, [])
+    p.add_argument("--target-gpu", metavar="NAME", help="the target GPU (a substring of its name, e.g. H100): "
+                                                         "skipped on machines without it")
+    _add_tolerance(p, "")
+    p.add_argument("--target-opset", type=_non_negative_int, metavar="N",
+                   help="the highest opset the target runtime supports")
+    p.add_argument("--dynamic-axes", nargs="+", type=_dynamic_axes, action=_AxesAction, metavar="INPUT:AXES",
+                   help="axes that must be dynamic, e.g. input_ids:0,1 (default: batch and sequence guessed)")
+    _add_json_outputs(p, "checklist")
+    p.set_defaults(handler="validate")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``diffcore`` argument parser (its errors raise ``UsageError``)."""
     from .. import __version__
@@ -140,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_capture(sub)
     _add_demo(sub)
+    _add_env(sub)
+    _add_golden(sub)
+    _add_validate(sub)
     return parser
 
 
@@ -150,6 +261,11 @@ def _run(args) -> int:
         from .demo_command import run_demo
 
         return run_demo(args)
+    if args.handler in ("env", "golden", "validate"):
+        from . import deploy_commands
+
+        return {"env": deploy_commands.run_env, "golden": deploy_commands.run_golden,
+                "validate": deploy_commands.run_validate}[args.handler](args)
     from . import commands
 
     return {"compare": commands.run_compare, "capture": commands.run_capture}[args.handler](args)

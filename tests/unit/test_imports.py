@@ -25,3 +25,13 @@ def test_missing_dependency_names_the_extra():
         assert "testing" in str(exc) and "pip install" in str(exc)
     else:
         raise AssertionError("require() did not raise")
+
+
+def test_import_diffcore_deploy_loads_no_framework():
+    code = (
+        "import sys, diffcore.deploy\n"
+        f"heavy = [m for m in {HEAVY + ('tokenizers',)!r} if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"import diffcore.deploy loaded: {out.stdout.strip()}"

@@ -1,0 +1,161 @@
+"""``diffcore env``, ``env diff``, ``golden record``, ``golden check`` and ``validate``: check the arguments,
+call ``diffcore.deploy``, print the result, and return the exit code (0 pass, 1 a check failed).
+
+Everything that can be checked before a model loads (spec files, tolerance pairs, output paths, text
+files) is checked first.
+"""
+from __future__ import annotations
+
+import sys
+
+from ..errors import DiffcoreError
+from .commands import check_tolerance_pair
+from ..spec import check_spec
+from .files import check_target, load_inputs
+
+__all__ = ["run_env", "run_golden", "run_validate"]
+
+
+def _say(message: str) -> None:
+    print(f"diffcore: {message}", file=sys.stderr)
+
+
+def _emit(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def _write_json_out(args, data, what: str) -> None:
+    if getattr(args, "out", None):
+        from ..files import write_json
+
+        write_json(args.out, data, force=args.force, what=what)
+        _say(f"wrote {args.out}")
+
+
+# ---------------------------------------------------------------------------------------------- env
+
+def run_env(args) -> int:
+    """``diffcore env [--json] [--out FILE]``, or ``diffcore env diff A B``."""
+    if getattr(args, "env_command", None) == "diff":
+        return _run_env_diff(args)
+    from .. import env
+
+    check_target(args.out, args.force, "--out")
+    manifest = env.collect()
+    _write_json_out(args, manifest, "environment manifest")
+    if args.json:
+        import json
+
+        _emit(json.dumps(manifest, indent=1, default=str))
+    else:
+        _emit(_manifest_table(manifest))
+    return 0
+
+
+def _manifest_table(manifest: dict) -> str:
+    from .._deps import require
+    from ..deploy.envdiff import flatten, rank_of
+
+    tabulate = require("tabulate", "text tables").tabulate
+    flat = flatten(manifest)
+    keys = sorted(flat, key=lambda k: (rank_of(k)[0], k))
+    cells = [[rank_of(k)[1], k, _clip(str(flat[k]))] for k in keys]
+    return tabulate(cells, headers=["kind", "key", "value"], disable_numparse=True, tablefmt="simple")
+
+
+def _clip(text: str, width: int = 70) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _run_env_diff(args) -> int:
+    import json
+    import os
+
+    from ..deploy.envdiff import env_diff
+    from ..files import read_json
+
+    a, b = read_json(args.a, "environment"), read_json(args.b, "environment")
+    labels = tuple(_clip(os.path.basename(p), 28) for p in (args.a, args.b))
+    if labels[0] == labels[1]:
+        labels = ("A", "B")
+    diff = env_diff(a, b, labels=labels)
+    _emit(json.dumps(diff.to_dict(), indent=1, default=str) if args.json else diff.to_text())
+    return 1 if diff else 0
+
+
+# ---------------------------------------------------------------------------------------------- golden
+
+def _read_texts(path: str) -> list:
+    """One golden text per line (blank lines skipped)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            texts = [line.rstrip("\r\n") for line in handle]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DiffcoreError(f"cannot read --texts file {path}: {exc}") from None
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise DiffcoreError(f"--texts file {path} holds no text (one text per line)")
+    return texts
+
+
+def run_golden(args) -> int:
+    """``diffcore golden record`` / ``diffcore golden check``."""
+    return _golden_record(args) if args.golden_command == "record" else _golden_check(args)
+
+
+def _golden_record(args) -> int:
+    check_spec(args.model, "MODEL")
+    check_tolerance_pair(args.atol, args.rtol)
+    texts = _read_texts(args.texts) if args.texts else None
+    inputs = load_inputs(args.inputs) if args.inputs else None
+    from ..deploy import record_golden
+
+    golden = record_golden(args.model, inputs, args.out, traces=args.traces, texts=texts,
+                           artifacts=args.artifacts, atol=args.atol, rtol=args.rtol, device=args.device,
+                           providers=args.providers, force=args.force)
+    meta = golden.meta
+    parts = [f"{len(meta['inputs'])} input(s)", f"{len(meta['outputs'])} output(s)"]
+    if golden.trace is not None:
+        parts.append("per-layer trace")
+    parts += [f"{len(meta['artifacts'])} artifact(s)", f"{len(meta['texts'])} text(s)"]
+    if meta["texts"] and not meta["tokens"]:
+        _say("warning: golden texts were stored but no token ids: no tokenizer.json or vocab.txt artifact "
+             "is declared")
+    _emit(f"diffcore: recorded golden {golden.directory} from {args.model}: {', '.join(parts)} "
+          f"({golden.summary()})")
+    return 0
+
+
+def _golden_check(args) -> int:
+    check_spec(args.model, "MODEL")
+    check_tolerance_pair(args.atol, args.rtol)
+    check_target(args.out, args.force, "--out")
+    from ..deploy import check_golden
+
+    result = check_golden(args.model, args.golden, atol=args.atol, rtol=args.rtol, device=args.device,
+                          providers=args.providers, layers=not args.no_layers)
+    _write_json_out(args, result.to_dict(), "golden check result")
+    _emit(result.to_json() if args.json else result.to_text())
+    return result.exit_code
+
+
+# ---------------------------------------------------------------------------------------------- validate
+
+def run_validate(args) -> int:
+    """``diffcore validate MODEL ...``: the checklist table (or JSON); 1 when any check failed."""
+    check_spec(args.model, "MODEL")
+    if args.reference:
+        check_spec(args.reference, "REFERENCE")
+    check_tolerance_pair(args.atol, args.rtol)
+    check_target(args.out, args.force, "--out")
+    inputs = load_inputs(args.inputs) if args.inputs else None
+    from ..deploy import validate
+
+    result = validate(args.model, reference=args.reference, golden=args.golden, inputs=inputs,
+                      artifacts=args.artifacts, device=args.device, providers=args.providers,
+                      target_gpu=args.target_gpu, atol=args.atol, rtol=args.rtol,
+                      target_opset=args.target_opset, dynamic_axes=args.dynamic_axes)
+    _write_json_out(args, result.to_dict(), "validate result")
+    _emit(result.to_json() if args.json else f"diffcore validate {args.model}\n{result.to_text()}")
+    return result.exit_code

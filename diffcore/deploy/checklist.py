@@ -1,0 +1,149 @@
+"""Checklist rows and results: what every deployment check returns and how a checklist prints."""
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+from dataclasses import dataclass, field
+
+__all__ = ["CheckRow", "ChecklistResult", "PASS", "FAIL", "SKIP", "SCHEMA"]
+
+PASS, FAIL, SKIP = "pass", "fail", "skip"
+SCHEMA = "diffcore.validate/1"
+_DETAIL_WIDTH = 78
+
+
+@dataclass
+class CheckRow:
+    """One check of the checklist.
+
+    Attributes:
+        check: the check's name ("golden set", "export: dynamic axes", ...).
+        status: ``"pass"``, ``"fail"`` or ``"skip"`` (a skip always says why: never a silent pass).
+        detail: what was found, in words.
+        fix: what to do about a failure (or how to run a skipped check).
+        data: machine-readable details for JSON.
+    """
+
+    check: str
+    status: str
+    detail: str
+    fix: str = ""
+    data: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.status not in (PASS, FAIL, SKIP):
+            raise ValueError(f"status must be pass, fail or skip, got {self.status!r}")
+
+    def __bool__(self) -> bool:
+        return self.status != FAIL
+
+    def to_dict(self) -> dict:
+        return {"check": self.check, "status": self.status, "detail": self.detail, "fix": self.fix,
+                "data": jsonable(self.data)}
+
+
+def jsonable(value):
+    """``value`` with non-finite floats spelled as strings ("nan", "inf", "-inf"), for strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def passed(check: str, detail: str, **data) -> CheckRow:
+    return CheckRow(check, PASS, detail, "", data)
+
+
+def failed(check: str, detail: str, fix: str, **data) -> CheckRow:
+    return CheckRow(check, FAIL, detail, fix, data)
+
+
+def skipped(check: str, reason: str, fix: str = "", **data) -> CheckRow:
+    return CheckRow(check, SKIP, reason, fix, data)
+
+
+@dataclass
+class ChecklistResult:
+    """The result of ``diffcore.deploy.validate``: truthy when no check failed (skips do not fail).
+
+    Attributes:
+        rows: CheckRow in checklist order.
+        model: the model spec validated.
+        environment: the environment manifest of this run.
+        created: ISO 8601 UTC time of the run.
+    """
+
+    rows: list
+    model: str = ""
+    environment: dict = field(default_factory=dict)
+    created: str = ""
+    schema_version: str = SCHEMA
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def failures(self) -> list:
+        return [r for r in self.rows if r.status == FAIL]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when no check failed, 1 otherwise (the CLI's convention)."""
+        return 0 if self.passed else 1
+
+    def row(self, check: str) -> CheckRow:
+        """The row of ``check`` (KeyError listing the checks when there is none)."""
+        for row in self.rows:
+            if row.check == check:
+                return row
+        raise KeyError(f"no check {check!r}; checks: {', '.join(r.check for r in self.rows)}")
+
+    def counts(self) -> dict:
+        return {s: sum(r.status == s for r in self.rows) for s in (PASS, FAIL, SKIP)}
+
+    def to_dict(self) -> dict:
+        return {"schema_version": self.schema_version, "verdict": "pass" if self.passed else "fail",
+                "model": self.model, "created": self.created, "counts": self.counts(),
+                "checks": [r.to_dict() for r in self.rows], "environment": self.environment}
+
+    def to_json(self, indent: int | None = 1) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=str)
+
+    def to_text(self) -> str:
+        """The checklist table (check, status, detail with the fix below it) and the verdict line."""
+        return render_table(self.rows) + "\n" + self.verdict_line() + "\n"
+
+    def verdict_line(self) -> str:
+        c = self.counts()
+        word = "PASS" if self.passed else "FAIL"
+        return f"VALIDATE {word}: {c[PASS]} passed, {c[FAIL]} failed, {c[SKIP]} skipped"
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+def render_table(rows) -> str:
+    """A plain-text table of CheckRows; long details wrap, a fix follows its detail after ``->``."""
+    from .._deps import require
+
+    tabulate = require("tabulate", "text tables").tabulate
+    cells = []
+    for row in rows:
+        text = _wrap(row.detail)
+        if row.fix and row.status != PASS:
+            text += "\n" + _wrap("-> " + row.fix, indent="   ")
+        cells.append([row.check, row.status.upper(), text])
+    return tabulate(cells, headers=["check", "status", "detail"], disable_numparse=True, tablefmt="simple")
+
+
+def _wrap(text: str, indent: str = "") -> str:
+    return "\n".join(textwrap.wrap(text, _DETAIL_WIDTH, subsequent_indent=indent, break_long_words=True,
+                                   break_on_hyphens=False)) or "-"
