@@ -9,6 +9,9 @@ the reason, never dropped silently. Strategies, in order:
    module paths: TorchScript in node names, dynamo in ``pkg.torch.onnx.name_scopes``).
 4. ``node``: ONNX values produced by the same-named node at the same output slot (a converter that renames
    a value, e.g. the pre-Cast output of a keep_io_types float16 model).
+5. ``module-scope`` between two ONNX graphs: values still unpaired that leave the same torch module's
+   scope, e.g. a LayerNorm exported decomposed on one side and as one fused op on the other: the values
+   inside the fused region have no counterpart (listed), the boundary that survives is compared.
 
 Shapes are reconciled: equal, equal once size-1 dimensions are dropped, or the same element count
 (compared flattened, with a note). Anything else is reported unmatched with both shapes.
@@ -190,6 +193,23 @@ class _Matcher:
                 aliases[source] = ref_of[probe.key]
         return aliases
 
+    def by_graph_scope(self):
+        """ONNX vs ONNX: unpaired values leaving the same module scope, in execution order."""
+        if not (any(is_graph_probe(p) for p in self.ref) and any(is_graph_probe(p) for p in self.test)):
+            return
+        test_exits = {}
+        for probe in self.test:
+            if is_graph_probe(probe) and probe.module and probe.key not in self.paired_test:
+                test_exits.setdefault(probe.module, []).append(probe)
+        ref_exits = {}
+        for probe in self.ref:
+            if is_graph_probe(probe) and probe.module and probe.key not in self.paired_ref:
+                ref_exits.setdefault(probe.module, []).append(probe)
+        for module, refs in ref_exits.items():
+            for ref, test in zip(refs, self._pick(refs, test_exits.get(module, []))):
+                if test is not None:
+                    self.add(ref, test, "module-scope", name=ref.key)
+
     def leftovers(self):
         for side, probes, paired in (("ref", self.ref, self.paired_ref), ("test", self.test, self.paired_test)):
             for probe in probes:
@@ -220,6 +240,7 @@ class _Matcher:
         self.by_name()
         self.by_module_scope()
         self.by_node()
+        self.by_graph_scope()
         self.leftovers()
         order = {p.key: p.order for p in self.ref}
         self.pairs.sort(key=lambda pair: (pair.is_output, order[pair.ref.key]))

@@ -129,3 +129,45 @@ def test_the_same_model_on_cpu_and_cuda_providers(exports):
     report = diffcore.compare(path, path, models.stack_inputs(), ref_providers=["CPUExecutionProvider"],
                               test_providers=["CUDAExecutionProvider"])
     assert report.passed, report.summary
+
+
+@pytest.fixture(scope="module")
+def decomposed_and_fused(tmp_path_factory, stack):
+    """The stack exported at opset 16 (LayerNorm decomposed into ~9 nodes) and 17 (one fused op)."""
+    folder = tmp_path_factory.mktemp("fusion")
+    inputs = models.stack_inputs()
+    return (models.export(stack, inputs, folder / "ln16.onnx", dynamo=False, opset=16),
+            models.export(stack, inputs, folder / "ln17.onnx", dynamo=False, opset=17))
+
+
+def test_a_fused_op_is_compared_at_the_boundary_that_survives(tmp_path, decomposed_and_fused):
+    decomposed, fused = decomposed_and_fused
+    report = diffcore.compare(decomposed, fused, models.stack_inputs())
+    assert report.passed, report.summary
+    boundaries = [r for r in report.layers if r.module == "blocks.1.ln"]
+    assert boundaries and boundaries[0].match == "module-scope"
+    assert boundaries[0].test_tensor.endswith("LayerNormalization_output_0")
+    assert any("ReduceMean" in u.key for u in report.unmatched if u.side == "ref")  # inside the fused region
+
+    def plant(model):
+        onnx_edits.set_attribute(onnx_edits.find_node(model, "blocks.1.ln", "LayerNormalization",
+                                                        "/blocks.1/ln/"), "epsilon", 1e-2)
+
+    broken = diffcore.compare(decomposed, onnx_edits.edited(fused, str(tmp_path / "eps.onnx"), plant),
+                              models.stack_inputs())
+    assert broken.first_divergence.module == "blocks.1.ln", broken.summary
+
+
+def test_providers_can_be_chosen_per_side(exports):
+    path = exports["cnn", "torchscript"]
+    report = diffcore.compare(path, path, models.cnn_inputs(), ref_providers=["CPUExecutionProvider"],
+                              test_providers=["CPUExecutionProvider"])
+    assert report.passed and "CPUExecutionProvider" in report.test["description"]
+    with pytest.raises(diffcore.DiffcoreError, match="NoSuchExecutionProvider"):
+        diffcore.compare(path, path, models.cnn_inputs(), test_providers=["NoSuchExecutionProvider"])
+
+
+def test_inputs_are_synthesized_from_static_shapes_when_omitted(exports):
+    path = exports["cnn", "torchscript"]
+    report = diffcore.compare(path, path, None, test_dtype="float16")
+    assert report.passed and any("synthesized" in w for w in report.warnings)

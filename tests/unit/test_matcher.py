@@ -77,3 +77,12 @@ def test_shapes_are_reconciled_or_reported():
     result = match_probes([torch_probe("a", 0, shape=(2, 4))], [torch_probe("a", 0, shape=(2, 5))])
     assert result.pairs == [] and {u.side for u in result.unmatched} == {"ref", "test"}
     assert all("shape differs" in u.reason for u in result.unmatched)
+
+
+def test_onnx_vs_onnx_pairs_renamed_boundaries_of_the_same_module():
+    ref = [onnx_probe("/ln/ReduceMean_output_0", 0), onnx_probe("/ln/Add_1_output_0", 1, modules=["ln"])]
+    test = [onnx_probe("/ln/LayerNormalization_output_0", 0, modules=["ln"])]
+    result = match_probes(ref, test)
+    assert [(p.ref.key, p.test.key, p.method) for p in result.pairs] == \
+        [("/ln/Add_1_output_0", "/ln/LayerNormalization_output_0", "module-scope")]
+    assert [u.key for u in result.unmatched] == ["/ln/ReduceMean_output_0"]
