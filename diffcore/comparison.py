@@ -70,14 +70,15 @@ class _Comparison:
         ref_probes = self._timed("probe", self.ref.probes, ref_feed)
         test_probes = self._timed("probe", self.test.probes, test_feed)
         match = self._timed("match", match_probes, ref_probes, test_probes)
+        self.match_pairs = match.pairs
         self.unmatched += match.unmatched
-        rows = self.rows = self._rows(match.pairs, ref_feed, test_feed)
-        self._refold(match, ref_probes, ref_feed, test_feed)
-        self.local = LocalComputer(self.ref, self.test, match, self.opt["local"])  # after refold: final pairs
+        self.local = LocalComputer(self.ref, self.test, match, self.opt["local"])
         everywhere = self.local.everywhere()
         if self.local.unavailable_reason():
             self.warnings.append(self.local.unavailable_reason())
-        if everywhere:
+        rows = self.rows = self._rows(match.pairs, ref_feed, test_feed)
+        self._refold(match, ref_probes, ref_feed, test_feed)
+        if everywhere and not self.local.inline:
             for chunk in self._chunks([p for p in match.pairs if id(p) in rows]):
                 self._add_local(chunk, rows, ref_feed, test_feed)
         layers = [rows[id(p)] for p in match.layer_pairs if id(p) in rows]
@@ -92,10 +93,11 @@ class _Comparison:
         return _progress(plan_chunks(pairs, self.opt["memory_budget_mb"] << 20), self.opt["progress"])
 
     def _rows(self, pairs, ref_feed, test_feed) -> dict:
-        """Statistics of every pair, capturing chunk by chunk so memory stays within the budget."""
+        """Statistics (and, where they can be computed from the same captures, local errors) of every
+        pair, capturing chunk by chunk so memory stays within the budget."""
         rows = {}
         for chunk in self._chunks(pairs):
-            rows.update(self._chunk_rows(chunk, ref_feed, test_feed))
+            rows.update(self._chunk_rows(chunk, ref_feed, test_feed, rows))
         return rows
 
     def _refold(self, match, ref_probes, ref_feed, test_feed) -> None:
@@ -132,8 +134,9 @@ class _Comparison:
                           "that survives")
         self.rows[id(pair)] = self._row(pair, stats)
 
-    def _chunk_rows(self, chunk, ref_feed, test_feed) -> dict:
-        ref_vals = self._timed("capture", self.ref.capture, ref_feed, {p.ref.key for p in chunk})
+    def _chunk_rows(self, chunk, ref_feed, test_feed, rows) -> dict:
+        extra = self.local.needed_ref_keys(chunk) if self.local.inline else set()
+        ref_vals = self._timed("capture", self.ref.capture, ref_feed, {p.ref.key for p in chunk} | extra)
         test_vals = self._timed("capture", self.test.capture, test_feed, {p.test.key for p in chunk})
         kept, tensors = [], []
         for pair in chunk:
@@ -149,7 +152,11 @@ class _Comparison:
             kept.append(pair)
             tensors.append((r, _same_layout(r, t)))
         stats = self._timed("statistics", drift_many, tensors, **self._drift_options())
-        return {id(p): self._row(p, s) for p, s in zip(kept, stats)}
+        chunk_rows = {id(p): self._row(p, s) for p, s in zip(kept, stats)}
+        if self.local.inline:
+            rows.update(chunk_rows)
+            self._add_local(kept, rows, ref_feed, test_feed, ref_vals)
+        return chunk_rows
 
     def _drift_options(self) -> dict:
         return {"atol": self.opt["atol"], "rtol": self.opt["rtol"], "backend": self.opt["backend"]}
@@ -158,11 +165,15 @@ class _Comparison:
         row = LayerRow.from_stats(stats, index=pair.ref.order, name=pair.name, ref_tensor=pair.ref.key,
                                   test_tensor=pair.test.key, op_type=pair.test.op_type or pair.ref.op_type,
                                   match=pair.method, notes=pair.notes)
-        row.module = pair.ref.module or pair.test.module
+        # the module the tensor leaves, else (an ONNX value inside a module's scope) the module it lives in
+        candidates = (pair.ref.module, pair.test.module, pair.ref.meta.get("in_module"),
+                      pair.test.meta.get("in_module"))
+        row.module = next((m for m in candidates if m), None)
         return row
 
-    def _add_local(self, pairs, rows, ref_feed, test_feed) -> None:
-        local = self._timed("local", self.local.compute, pairs, ref_feed, test_feed)
+    def _add_local(self, pairs, rows, ref_feed, test_feed, ref_values=None) -> None:
+        overflowing = {p.test.key for p in self.match_pairs if id(p) in rows and rows[id(p)].overflow_risk}
+        local = self._timed("local", self.local.compute, pairs, ref_feed, test_feed, ref_values, overflowing)
         for pair in pairs:
             if id(pair) in self.local.skipped and id(pair) in rows:
                 rows[id(pair)].notes.append(self.local.skipped[id(pair)])

@@ -57,10 +57,28 @@ class LocalComputer:
         self.ref, self.test, self.mode = ref, test, mode
         self.skipped: dict[int, str] = {}  # id(pair) -> why its local error was not computed
         self.kinds = (ref.kind, test.kind)
-        all_pairs = match.pairs
-        # the reference's value for each test value: matched ones, and the same tensor across inserted Casts
-        self.test_to_ref = {**match.aliases, **{p.test.key: p.ref.key for p in all_pairs}}
-        self.calls = {call_key(p.ref) for p in all_pairs if p.method == "module-scope"}
+        self.match = match
+        self.calls = {call_key(p.ref) for p in match.pairs if p.method == "module-scope"}
+
+    @property
+    def test_to_ref(self) -> dict:
+        """The reference's key for each test value: matched ones, and the same tensor across inserted
+        Casts. Derived on use: re-matching folded modules changes pairs after construction."""
+        return {**self.match.aliases, **{p.test.key: p.ref.key for p in self.match.pairs}}
+
+    @property
+    def inline(self) -> bool:
+        """Whether local errors are computed in the statistics pass, from that chunk's captures (torch vs
+        ONNX waits for folded modules to be re-matched, which needs every row first)."""
+        return self.everywhere() and self.kinds != ("torch", "onnx")
+
+    def needed_ref_keys(self, pairs) -> set:
+        """Reference values the local errors of ``pairs`` read, to capture with the chunk (ONNX vs ONNX)."""
+        if self.kinds != ("onnx", "onnx"):
+            return set()
+        to_ref = self.test_to_ref
+        return {to_ref[i] for p in pairs if p.test.key in self.test.graph.producer
+                for i in self._producer_inputs(p.test.key) if i in to_ref}
 
     def unavailable_reason(self) -> str:
         if self.mode == "none":
@@ -79,14 +97,19 @@ class LocalComputer:
             return self.mode == "all" or len(self.calls) <= TORCH_ONNX_ALL_LIMIT
         return True
 
-    def compute(self, pairs, ref_feed, test_feed) -> dict:
-        """{id(pair): (ref_local, test_local)} for the pairs it can re-run."""
+    def compute(self, pairs, ref_feed, test_feed, ref_values=None, overflowing=frozenset()) -> dict:
+        """{id(pair): (ref_local, test_local)} for the pairs it can re-run.
+
+        Args:
+            ref_values: reference values already captured (ONNX vs ONNX reads the missing ones itself).
+            overflowing: test keys whose reference values overflow the test dtype (from their rows).
+        """
         if not pairs or self.unavailable_reason():
             return {}
         if self.kinds == ("torch", "torch"):
             return self._torch_torch(pairs, ref_feed)
         if self.kinds == ("onnx", "onnx"):
-            return self._onnx_onnx(pairs, ref_feed, test_feed)
+            return self._onnx_onnx(pairs, ref_feed, test_feed, ref_values or {}, overflowing)
         return self._torch_onnx(pairs, ref_feed)
 
     def _skip(self, pairs, reason: str) -> None:
@@ -122,31 +145,38 @@ class LocalComputer:
         graph = self.test.graph
         return graph.inputs_of[graph.producer[key]]
 
-    def _onnx_onnx(self, pairs, ref_feed, test_feed) -> dict:
+    def _onnx_onnx(self, pairs, ref_feed, test_feed, ref_values, overflowing) -> dict:
         inserted = [p for p in pairs if p.test.meta.get("cast_of") is not None and p.ref.op_type != "Cast"]
         self._skip(inserted, "the test value comes from a Cast the converter inserted; the reference has no "
                              "such layer")
         pairs = [p for p in pairs if p.test.key in self.test.graph.producer and id(p) not in self.skipped]
-        inputs = {i for p in pairs for i in self._producer_inputs(p.test.key)}
-        fed = sorted(i for i in inputs if i in self.test_to_ref)
         if not pairs:
             return {}
-        ref_values = self.ref.capture(ref_feed, {self.test_to_ref[i] for i in fed})
-        test_feeds, ref_feeds, overflowing = {}, {}, set()
-        for name in fed:
-            value = np.asarray(ref_values[self.test_to_ref[name]])
-            with np.errstate(over="ignore"):
-                rounded = value.astype(self.test.graph.type_of(name).dtype or value.dtype, copy=False)
-            if np.any(np.isfinite(value) & ~np.isfinite(rounded)):
-                overflowing.add(name)
-            test_feeds[name] = rounded
-            ref_feeds[self.test_to_ref[name]] = rounded.astype(value.dtype, copy=False)
+        to_ref = self.test_to_ref
+        fed = sorted({i for p in pairs for i in self._producer_inputs(p.test.key) if i in to_ref})
+        missing = {to_ref[i] for i in fed} - set(ref_values)
+        if missing:
+            ref_values = {**ref_values, **self.ref.capture(ref_feed, missing)}
         blocked = [p for p in pairs if overflowing & set(self._producer_inputs(p.test.key))]
         self._skip(blocked, "the reference's inputs overflow the test dtype when rounded")
+        test_feeds, ref_feeds = self._rounded_feeds(fed, ref_values, to_ref)
+        pairs = [p for p in pairs if id(p) not in self.skipped]
         test_out = self.test.teacher_forced(test_feed, test_feeds, [p.test.key for p in pairs])
         ref_out = self.ref.teacher_forced(ref_feed, ref_feeds, [p.ref.key for p in pairs])
         return {id(p): (ref_out[p.ref.key], test_out[p.test.key]) for p in pairs
                 if p.ref.key in ref_out and p.test.key in test_out}
+
+    def _rounded_feeds(self, fed, ref_values, to_ref):
+        """Each fed value rounded to its dtype in the test graph, and that rounded value in the reference's
+        dtype: both layers then read identical numbers. No copy where the dtypes agree."""
+        test_feeds, ref_feeds = {}, {}
+        for name in fed:
+            value = np.asarray(ref_values[to_ref[name]])
+            with np.errstate(over="ignore"):
+                rounded = value.astype(self.test.graph.type_of(name).dtype or value.dtype, copy=False)
+            test_feeds[name] = rounded
+            ref_feeds[to_ref[name]] = rounded.astype(value.dtype, copy=False)
+        return test_feeds, ref_feeds
 
     # ---- torch vs ONNX -----------------------------------------------------------------------------------
     def _torch_onnx(self, pairs, ref_feed) -> dict:

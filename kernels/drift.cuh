@@ -210,11 +210,12 @@ DC_HD double py_max(double a, double b) { return b > a ? b : a; }
 DC_HD double py_min(double a, double b) { return b < a ? b : a; }
 DC_HD i64 min_i64(i64 a, i64 b) { return b < a ? b : a; }
 
-/* |d| in ULPs of the test format at |r| (ulp_spacing). The spacing is a power of two 2**k; for normal
- * spacings we multiply by the exact reciprocal 2**-k, which rounds the same real number as the division
- * (so the result is bit-identical) at a fraction of the cost of a float64 divide. */
-DC_HD double ulps_at(double abs_d, double abs_r, const Params& p) {
-    int exponent = (int)((f64_as_i64(abs_r) >> 52) & 0x7FF) - 1023;
+/* |d| in ULPs of the test format at the pair's larger magnitude (ulp_spacing of max(|r|, |t|)). The
+ * spacing is a power of two 2**k; for normal spacings we multiply by the exact reciprocal 2**-k, which
+ * rounds the same real number as the division (so the result is bit-identical) at a fraction of the cost
+ * of a float64 divide. */
+DC_HD double ulps_at(double abs_d, double magnitude, const Params& p) {
+    int exponent = (int)((f64_as_i64(magnitude) >> 52) & 0x7FF) - 1023;
     exponent = exponent < p.emin ? p.emin : (exponent > p.emax ? p.emax : exponent);
     const int k = exponent - p.precision + 1;
     if (k >= -1022) return abs_d * i64_as_f64((i64)(1023 - k) << 52);
@@ -322,7 +323,8 @@ DC_HD int acc_push(Acc& a, double rv, double tv, i64 idx, const Params& p) {
     const double rel = abs_d / py_max(abs_r, p.rel_floor);
     a.max_rel = py_max(a.max_rel, rel);
     a.sum_rel += rel;
-    const double ulps = ulps_at(abs_d, abs_r, p);
+    const double abs_t = tv < 0.0 ? -tv : tv;
+    const double ulps = ulps_at(abs_d, py_max(abs_r, abs_t), p);
     a.max_ulp = py_max(a.max_ulp, ulps);
     a.sum_ulp += ulps;
     if (abs_d > p.atol + p.rtol * abs_r) a.mismatch += 1;

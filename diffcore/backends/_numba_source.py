@@ -185,7 +185,7 @@ def accumulate_range(ref, test, table_r, table_t, decode_r, decode_t, start, sto
         rel = abs_d / max(abs_r, rel_floor)
         max_rel = max(max_rel, rel)
         sum_rel += rel
-        ulps = abs_d / ulp_spacing(abs_r, precision, emin, emax)
+        ulps = abs_d / ulp_spacing(max(abs_r, abs(tv)), precision, emin, emax)
         max_ulp = max(max_ulp, ulps)
         sum_ulp += ulps
         if abs_d > atol + rtol * abs_r:

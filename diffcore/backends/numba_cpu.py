@@ -19,70 +19,11 @@ MIN_TILE = 1 << 15
 TILES_PER_THREAD = 4
 
 
-@functools.cache
-def _bitcasts():
-    from llvmlite import ir
-    from numba import types
-    from numba.extending import intrinsic
-
-    @intrinsic
-    def f64_as_i64(typingctx, x):
-        if not isinstance(x, types.Float):
-            return None
-
-        def codegen(context, builder, sig, args):
-            value = context.cast(builder, args[0], sig.args[0], types.float64)
-            return builder.bitcast(value, ir.IntType(64))
-
-        return types.int64(x), codegen
-
-    @intrinsic
-    def i64_as_f64(typingctx, x):
-        if not isinstance(x, types.Integer):
-            return None
-
-        def codegen(context, builder, sig, args):
-            value = context.cast(builder, args[0], sig.args[0], types.int64)
-            return builder.bitcast(value, ir.DoubleType())
-
-        return types.float64(x), codegen
-
-    return f64_as_i64, i64_as_f64
-
-
-@functools.cache
 def _kernels():
-    """Compile (lazily, once per process; Numba caches to disk) the CPU build and its drivers."""
-    import numba
-    from numba import prange
+    """The compiled drivers (imported on first use: this module must not import numba by itself)."""
+    from . import _numba_cpu_kernels as k
 
-    f64_as_i64, i64_as_f64 = _bitcasts()
-    jit = numba.njit(nogil=True, cache=True)
-
-    def hist_add(hist, b):
-        hist[b] += 1
-
-    k = _numba_build.compile_for(jit, f64_as_i64=f64_as_i64, i64_as_f64=i64_as_f64, hist_add=jit(hist_add))
-    accumulate_range, merge_into = k.accumulate_range, k.merge_into
-
-    @numba.njit(parallel=True, cache=True)
-    def reduce_tiles(refs, tests, table_f16, table_bf16, decode, params, tile_pair, tile_start, tile_stop,
-                     i_rows, f_rows, h_rows):
-        for t in prange(tile_pair.size):
-            p = tile_pair[t]
-            table_r = table_f16 if decode[p, 0] == 1 else table_bf16
-            table_t = table_f16 if decode[p, 1] == 1 else table_bf16
-            accumulate_range(refs[p], tests[p], table_r, table_t, decode[p, 0] != 0, decode[p, 1] != 0,
-                             tile_start[t], tile_stop[t], 1, 0, params[p], i_rows[t], f_rows[t], h_rows[t])
-
-    @numba.njit(parallel=True, cache=True)
-    def merge_pairs(first, i_rows, f_rows, h_rows, out_i, out_f, out_h):
-        for p in prange(first.size - 1):
-            for t in range(first[p], first[p + 1]):
-                merge_into(out_i[p], out_f[p], i_rows[t], f_rows[t])
-                out_h[p] += h_rows[t]
-
-    return reduce_tiles, merge_pairs
+    return k.reduce_tiles, k.merge_pairs
 
 
 @functools.cache

@@ -422,7 +422,9 @@ class OnnxRunner(Runner):
     """
 
     kind = "onnx"
-    max_cached_sessions = 4  # instrumented sessions each hold the weights: keep only a few
+    # Instrumented sessions hold the weights and, with ORT's CPU arena, their peak activations; a comparison
+    # captures each chunk's key set once, so keeping more than a couple only holds memory.
+    max_cached_sessions = 2
 
     def __init__(self, model, *, providers=None, float16=False, keep_io_types=True, name=None):
         require("onnxruntime", "running ONNX models")
@@ -585,8 +587,9 @@ class OnnxRunner(Runner):
     def _probe(graph: GraphIndex, i: int, node, out: str, vtype: ValueType, order: int) -> Probe:
         modules = graph.modules_left(out)
         # graph/slot: an ONNX value even where its node has no name; slot matches renamed outputs by node
+        chain = graph.chains[i] or ()
         meta = {"scope": graph.raw_scope[i], "modules": modules, "graph": True,
-                "slot": list(node.output).index(out)}
+                "slot": list(node.output).index(out), "in_module": chain[-1] if chain else None}
         if node.op_type == "Cast" and node.input:
             meta["cast_of"] = node.input[0]
         return Probe(key=out, order=order, shape=vtype.shape, dtype=vtype.dtype,
@@ -600,15 +603,18 @@ class OnnxRunner(Runner):
         if key in self._sessions:
             self._sessions.move_to_end(key)
             return self._sessions[key]
-        session = self._new_session(build())
+        _trim(self._sessions, self.max_cached_sessions - 1)  # release before building the next one
+        session = self._new_session(build(), arena=False)
         self._sessions[key] = session
-        _trim(self._sessions, self.max_cached_sessions)
         return session
 
-    def _new_session(self, variant):
+    def _new_session(self, variant, arena: bool = True):
         ort = require("onnxruntime")
         options = ort.SessionOptions()
         options.log_severity_level = 3  # unused-initializer notices from extracted scopes are expected
+        # The arena keeps a run's peak activations allocated after it returns: right for the plain session
+        # that runs again and again, a waste for an instrumented one that exposes hundreds of values once.
+        options.enable_cpu_mem_arena = arena
         try:
             session = ort.InferenceSession(self._store.source(variant), options, providers=self.providers,
                                            disabled_optimizers=self._disabled_optimizers())

@@ -53,7 +53,7 @@ class LayerRow:
     count: int = 0             # elements
     finite_count: int = 0      # elements finite on both sides: the population of every error statistic
     op_type: str | None = None
-    module: str | None = None  # torch module path the tensor leaves, where known
+    module: str | None = None  # torch module path the tensor leaves (or, for an ONNX value, lives in)
     match: str = ""            # how the pair was matched (matcher.py)
     local_max_abs: float | None = None   # test layer run on the reference's inputs; None if not computed
     local_rel_l2: float | None = None

@@ -75,7 +75,7 @@ def oracle_state(ref: np.ndarray, test: np.ndarray, params: StatParams, index_of
         i[L.I_MISMATCH] = mismatching.sum() + (~finite & ~nan_both & ~inf_both).sum()
         if ad.size:
             rel = ad / np.maximum(np.abs(rf), tol.rel_floor)
-            ulps = ad / ulp_spacing(rf, params)
+            ulps = ad / ulp_spacing(np.maximum(np.abs(rf), np.abs(tf)), params)
             k = int(np.argmax(ad))
             f[L.F_MAX_ABS] = ad[k]
             i[L.I_ARGMAX] = int(np.flatnonzero(finite)[k]) + index_offset

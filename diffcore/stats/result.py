@@ -9,7 +9,10 @@ place where a statistic is computed from it. The choices, stated once:
 - ``max_rel``/``mean_rel`` use |d| / max(|r|, floor) with floor = atol (2**-126 if atol is 0): finite where r = 0.
 - ``cosine`` = <r, t> / (||r|| ||t||): 1 when both norms are 0, 0 when one is, clipped to [-1, 1].
 - ``snr_db`` = 10 log10(sum r^2 / sum d^2): +inf when d is all zero, -inf when only r is.
-- ULP distance = |d| / ulp_test(r), the spacing of the test format at |r| (see FloatFormat.ulp_spacing).
+- ULP distance = |d| / ulp_test(max(|r|, |t|)): in spacings of the test format at the pair's larger
+  magnitude (FloatFormat.ulp_spacing). Measuring at |r| alone would let a reference near zero inflate the
+  count without bound (1e-7 from a reference of 1e-30 is 1e30 float32 ULPs there); at the larger magnitude a
+  test value unrelated to its reference counts at most ~2**p ULPs, "every bit wrong".
 - Mismatch: a finite pair with |d| > atol + rtol |r|; NaN in both, or the same signed Inf in both, match
   (reported as matching NaN/Inf); any other non-finite position mismatches.
 - Means/percentiles over an empty population are 0 (no error observed); side min/max/mean/std are None

@@ -171,3 +171,14 @@ def test_inputs_are_synthesized_from_static_shapes_when_omitted(exports):
     path = exports["cnn", "torchscript"]
     report = diffcore.compare(path, path, None, test_dtype="float16")
     assert report.passed and any("synthesized" in w for w in report.warnings)
+
+
+def test_a_float16_overflow_in_the_converted_onnx_model_is_localized(tmp_path, stack):
+    inputs = models.stack_inputs()
+    path = models.export(models.with_fp16_overflow(stack, block=2), inputs, tmp_path / "big.onnx", dynamo=False)
+    report = diffcore.compare(path, path, inputs, test_dtype="float16")
+    first = report.first_divergence
+    assert first.module == "blocks.2.mlp.0" and first.status == "diverged", report.summary
+    assert "overflow" in first.cause and first.overflow_risk > 0
+    later = [r for r in report.layers if r.index > first.index and r.new_nonfinite]
+    assert later and all(r.status == "carried" for r in later)

@@ -27,7 +27,7 @@ def test_hand_computed_pair():
     assert s.snr_db == pytest.approx(10 * math.log10(14))
     assert s.max_rel == pytest.approx(1 / 3)
     assert s.mismatch_count == 1 and s.mismatch_frac == pytest.approx(1 / 3)
-    assert s.max_ulp == 2.0 ** 22  # |d| = 1 where the float32 spacing at 3 is 2**-22
+    assert s.max_ulp == 2.0 ** 21  # |d| = 1 in float32 spacings at max(|3|, |4|) = 4: 2**-21
     assert (s.ref_min, s.ref_max, s.ref_mean) == (1.0, 3.0, 2.0)
     assert s.ref_std == pytest.approx(math.sqrt(2 / 3))
     assert not s.passed and not bool(s)
@@ -126,6 +126,14 @@ def test_ulp_spacing_matches_numpy_spacing(dtype):
     want = np.abs(np.spacing(np.abs(values)).astype(np.float64))
     got = np.array([fmt.ulp_spacing(float(v)) for v in values])
     assert np.array_equal(got, want)
+
+
+def test_ulps_near_a_zero_reference_stay_bounded():
+    ref, test = np.array([1e-30, 0.0, 5.0], np.float32), np.array([1e-7, 1e-3, 5.0], np.float32)
+    s = oracle(ref, test)
+    per_pair = (test.astype(np.float64) - ref) / np.spacing(np.maximum(np.abs(ref), np.abs(test)))
+    assert s.max_ulp == pytest.approx(per_pair.max(), rel=1e-6)
+    assert s.max_ulp <= 2.0 ** 24  # not 1e30: measured at the larger magnitude of the pair
 
 
 def test_ulp_spacing_of_zero_is_the_smallest_subnormal():
