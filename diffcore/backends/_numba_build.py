@@ -20,7 +20,7 @@ _FUNCTIONS = [
     (layout, "_merge_moments"),
     (layout, "merge_into"),
     (source, "load"),
-    (source, "ulp_spacing"),
+    (source, "ulps_at"),
     (source, "side_moments"),
     (source, "accumulate_range"),
 ]

@@ -1,14 +1,17 @@
 """The numba-cpu build of the shared drift source, and its parallel drivers.
 
 Everything here is a module-level function so that Numba's on-disk cache hits in every new process
-(closures are keyed on their cells, which differ per process, so a closure recompiles every time).
+(closures are keyed on their cells, which differ per process, so a closure recompiles every time), and the
+cache is keyed on every source the kernels are built from (_numba_cache.py).
 """
 import numba
 from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
-from . import _numba_build
+from . import _numba_build, _numba_cache
+
+CACHE = _numba_cache.install()  # else no disk cache: a stale one could hold code of older sources
 
 
 @intrinsic
@@ -37,7 +40,7 @@ def i64_as_f64(typingctx, x):
     return types.float64(x), codegen
 
 
-_jit = numba.njit(nogil=True, cache=True)
+_jit = numba.njit(nogil=True, cache=CACHE)
 
 
 @_jit
@@ -50,7 +53,7 @@ accumulate_range = _compiled.accumulate_range
 merge_into = _compiled.merge_into
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=CACHE)
 def reduce_tiles(refs, tests, table_f16, table_bf16, decode, params, tile_pair, tile_start, tile_stop,
                  i_rows, f_rows, h_rows):
     """One parallel pass over the work table: tile t reduces into state row t."""
@@ -62,7 +65,7 @@ def reduce_tiles(refs, tests, table_f16, table_bf16, decode, params, tile_pair, 
                          tile_start[t], tile_stop[t], 1, 0, params[p], i_rows[t], f_rows[t], h_rows[t])
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=CACHE)
 def merge_pairs(first, i_rows, f_rows, h_rows, out_i, out_f, out_h):
     """Merge each pair's tile rows (``first[p]:first[p + 1]``) into its output row, pairs in parallel."""
     for p in prange(first.size - 1):

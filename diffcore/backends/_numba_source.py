@@ -42,14 +42,20 @@ def load(values, table, decode, i):
     return float(values[i])
 
 
-def ulp_spacing(abs_r, precision, emin, emax):
-    """Spacing of the test format at abs_r (FloatFormat.ulp_spacing), built from float64 bits."""
-    exponent = ((f64_as_i64(abs_r) >> 52) & 0x7FF) - 1023
+def ulps_at(abs_d, magnitude, precision, emin, emax):
+    """|d| in spacings of the test format at ``magnitude`` (FloatFormat.ulp_spacing), from float64 bits.
+
+    The spacing is 2**k; for a normal spacing we multiply by the exact reciprocal 2**-k, which rounds the
+    same real number as the division (bit-identical) without a float64 divide in the hot loop.
+    """
+    exponent = ((f64_as_i64(magnitude) >> 52) & 0x7FF) - 1023
     exponent = min(max(exponent, emin), emax)
     k = exponent - precision + 1
-    if k >= -1022:
-        return i64_as_f64((k + 1023) << 52)
-    return i64_as_f64(1 << (k + 1074))  # a float64 subnormal spacing (float64 test format only)
+    if k >= -1022 and k <= 1022:
+        return abs_d * i64_as_f64((1023 - k) << 52)
+    if k > 1022:
+        return abs_d / i64_as_f64((k + 1023) << 52)
+    return abs_d / i64_as_f64(1 << (k + 1074))  # a float64 subnormal spacing (float64 test format only)
 
 
 def side_moments(n, shift, s1, s2):
@@ -185,7 +191,7 @@ def accumulate_range(ref, test, table_r, table_t, decode_r, decode_t, start, sto
         rel = abs_d / max(abs_r, rel_floor)
         max_rel = max(max_rel, rel)
         sum_rel += rel
-        ulps = abs_d / ulp_spacing(max(abs_r, abs(tv)), precision, emin, emax)
+        ulps = ulps_at(abs_d, max(abs_r, abs(tv)), precision, emin, emax)
         max_ulp = max(max_ulp, ulps)
         sum_ulp += ulps
         if abs_d > atol + rtol * abs_r:
