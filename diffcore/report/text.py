@@ -62,8 +62,9 @@ def fmt_snr(value) -> str:
 
 
 def fmt_ulp(value) -> str:
-    if value is None or not math.isfinite(float(value)) or abs(float(value)) >= 1e6:
-        return fmt_num(value)
+    # Whole ULPs for the usual counts; two significant digits below 100 (a correctly rounded value is <= 0.5).
+    if value is None or not math.isfinite(float(value)) or abs(float(value)) >= 1e6 or abs(float(value)) < 100:
+        return fmt_num(value, 2)
     return f"{float(value):.0f}"
 
 
