@@ -7,6 +7,7 @@ file is never replaced without ``force`` (``os.link`` fails atomically when the 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -93,9 +94,40 @@ def write_text(path, text: str, *, force: bool = False, what: str = "output") ->
     return write_atomic(path, lambda handle: handle.write(text), force=force, what=what)
 
 
+_NONFINITE = {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan}
+
+
+def encode_nonfinite(value):
+    """``value`` with non-finite floats spelled "Infinity", "-Infinity", "NaN": strict JSON for every file
+    diffcore writes (reports, golden checks, checklists, benchmark results)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: encode_nonfinite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode_nonfinite(v) for v in value]
+    return value
+
+
+def decode_nonfinite(value):
+    """The inverse of ``encode_nonfinite``."""
+    if isinstance(value, str) and value in _NONFINITE:
+        return _NONFINITE[value]
+    if isinstance(value, dict):
+        return {k: decode_nonfinite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_nonfinite(v) for v in value]
+    return value
+
+
+def to_json(data, indent: int | None = 1) -> str:
+    """Strict JSON of ``data`` (non-finite floats encoded, anything else unknown as its str())."""
+    return json.dumps(encode_nonfinite(data), indent=indent, allow_nan=False, default=str)
+
+
 def write_json(path, data, *, force: bool = False, what: str = "output") -> str:
     """Write ``data`` as indented strict JSON atomically."""
-    return write_text(path, json.dumps(data, indent=1, allow_nan=False, default=str), force=force, what=what)
+    return write_text(path, to_json(data), force=force, what=what)
 
 
 def write_npz(path, arrays: dict, *, force: bool = False, what: str = "archive") -> str:

@@ -64,3 +64,20 @@ def assert_stats_match(got, want, *, rel=1e-9, abs_=1e-12):
                 assert _close(g[key], w[key], rel, floor), f"{key}: got {g[key]!r} want {w[key]!r}"
         else:
             assert g[key] == w[key], f"{key}: got {g[key]!r} want {w[key]!r}"
+
+
+def run_cli(capsys, *argv):
+    """``diffcore`` in process: (exit code, stdout, stderr); never a traceback on stderr."""
+    from diffcore.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def one_error_line(err: str) -> str:
+    """The single ``diffcore: error: ...`` line a user error prints."""
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("diffcore: error: "), err
+    return lines[0]

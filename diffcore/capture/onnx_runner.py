@@ -76,8 +76,10 @@ def _load_model(model):
     return proto, str(path)
 
 
-def _to_float16(model, keep_io_types: bool):
-    """The model with float weights and computation in float16 (onnxconverter-common)."""
+def to_float16(model, keep_io_types: bool):
+    """``model`` (an onnx.ModelProto) with float weights and computation in float16: the conversion
+    diffcore compares against for ``test_dtype="float16"`` (onnxconverter-common, with its Cast targets
+    repaired so ONNX Runtime loads the result)."""
     float16 = require("onnxconverter_common.float16", "converting a model to float16")
     try:
         converted = float16.convert_float_to_float16(model, keep_io_types=keep_io_types)
@@ -430,7 +432,7 @@ class OnnxRunner(Runner):
         require("onnxruntime", "running ONNX models")
         proto, label = _load_model(model)
         if float16:
-            proto = _to_float16(proto, keep_io_types)
+            proto = to_float16(proto, keep_io_types)
         self.providers = _check_providers(providers)
         self.name = name or (Path(label).name if isinstance(model, (str, Path)) else label)
         fp16 = f", float16 (keep_io_types={keep_io_types})" if float16 else ""

@@ -94,8 +94,7 @@ def _add_compare(sub) -> None:
                    help="execution providers for TEST only")
     p.add_argument("--local", choices=("auto", "all", "none"), default="auto",
                    help="where to compute local errors (the test layer on the reference's inputs)")
-    p.add_argument("--atol", type=_non_negative_float, help="absolute tolerance (with --rtol)")
-    p.add_argument("--rtol", type=_non_negative_float, help="relative tolerance (with --atol)")
+    _add_tolerance(p, "")
     p.add_argument("--backend", choices=_backend_names(), default="auto", help="statistics backend")
     p.add_argument("--json", metavar="OUT", help="write the report as JSON")
     p.add_argument("--html", metavar="OUT", help="write the report as a standalone HTML page")

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import json
-import math
 import textwrap
 from dataclasses import dataclass, field
+
+from ..files import encode_nonfinite
 
 __all__ = ["CheckRow", "ChecklistResult", "PASS", "FAIL", "SKIP", "SCHEMA"]
 
@@ -40,18 +41,7 @@ class CheckRow:
 
     def to_dict(self) -> dict:
         return {"check": self.check, "status": self.status, "detail": self.detail, "fix": self.fix,
-                "data": jsonable(self.data)}
-
-
-def jsonable(value):
-    """``value`` with non-finite floats spelled as strings ("nan", "inf", "-inf"), for strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
+                "data": encode_nonfinite(self.data)}
 
 
 def passed(check: str, detail: str, **data) -> CheckRow:

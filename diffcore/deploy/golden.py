@@ -28,7 +28,7 @@ from .. import env
 from ..errors import DiffcoreError, format_choices
 from ..files import read_json, read_npz, sha256_file, write_json, write_npz
 from .artifacts import declared_artifacts, fingerprint, tokenize
-from .checklist import jsonable
+from ..files import encode_nonfinite
 from .envdiff import env_diff
 
 __all__ = ["Golden", "GoldenIntegrityError", "GoldenResult", "OutputCheck", "check_golden", "load_golden",
@@ -470,7 +470,7 @@ class GoldenResult:
             first = self.layers.first_divergence
             layers = {"verdict": self.layers.verdict, "summary": self.layers.summary,
                       "first_divergence": None if first is None else first.name}
-        return jsonable({"schema_version": "diffcore.golden-check/1", "verdict": "pass" if self.passed else "fail",
+        return encode_nonfinite({"schema_version": "diffcore.golden-check/1", "verdict": "pass" if self.passed else "fail",
                          "model": self.model, "golden": self.golden.directory,
                          "recorded": self.golden.meta.get("created"), "outputs": [o.to_dict() for o in self.outputs],
                          "layers": layers, "environment_diff": self.environment.to_dict(), "notes": self.notes,

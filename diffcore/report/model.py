@@ -7,8 +7,9 @@ meaning or disappears; new fields may be added without a change.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field, fields
+
+from ..files import decode_nonfinite, to_json
 
 SCHEMA_VERSION = "diffcore.report/1"
 
@@ -19,7 +20,6 @@ DIVERGED = "diverged"    # a divergence rule fired here: the error is born in th
 CARRIED = "carried"      # past a rule, but the error arrived from upstream (its local error is small)
 STATUSES = (OK, DRIFT, DIVERGED, CARRIED)
 
-_NONFINITE = {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan}
 
 
 @dataclass
@@ -169,7 +169,7 @@ class DiffReport:
 
     def to_json(self, indent: int | None = 1) -> str:
         """Strict JSON (non-finite floats as "Infinity"/"-Infinity"/"NaN" strings)."""
-        return json.dumps(_encode_nonfinite(self.to_dict()), indent=indent, allow_nan=False)
+        return to_json(self.to_dict(), indent=indent)
 
     @classmethod
     def from_dict(cls, data: dict) -> DiffReport:
@@ -198,7 +198,7 @@ class DiffReport:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DiffcoreError(f"not a diffcore report (invalid JSON: {exc})") from None
-        return cls.from_dict(_decode_nonfinite(data))
+        return cls.from_dict(decode_nonfinite(data))
 
     # ---- views (report/text.py, report/html.py, report/plot.py) ------------------------------------------
     def to_text(self, max_rows: int | None = 60) -> str:
@@ -225,23 +225,3 @@ class DiffReport:
         from .plot import plot_depth
 
         return plot_depth(self, ax=ax, metric=metric)
-
-
-def _encode_nonfinite(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: _encode_nonfinite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_encode_nonfinite(v) for v in value]
-    return value
-
-
-def _decode_nonfinite(value):
-    if isinstance(value, str) and value in _NONFINITE:
-        return _NONFINITE[value]
-    if isinstance(value, dict):
-        return {k: _decode_nonfinite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decode_nonfinite(v) for v in value]
-    return value

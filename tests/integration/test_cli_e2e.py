@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
-from diffcore.cli import main  # noqa: E402
+from tests.helpers import one_error_line, run_cli  # noqa: E402
 from tests.integration import models  # noqa: E402
 
 FACTORY = textwrap.dedent('''
@@ -48,29 +48,15 @@ def files(tmp_path_factory):
     return paths
 
 
-def run(argv, capsys):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return code, out, err
-
-
-def one_error_line(err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line]
-    assert len(lines) == 1 and lines[0].startswith("diffcore: error: "), err
-    return lines[0]
-
-
 def test_a_clean_comparison_exits_0_and_writes_json_and_html(files, capsys, tmp_path):
     out_json, out_html = tmp_path / "r.json", tmp_path / "r.html"
-    code, out, _ = run(["compare", f"{files['factory']}:stack", files["onnx"], "--inputs", files["inputs"],
-                        "--json", out_json, "--html", out_html], capsys)
+    code, out, _ = run_cli(capsys, "compare", f"{files['factory']}:stack", files["onnx"], "--inputs", files["inputs"],
+                        "--json", out_json, "--html", out_html)
     assert code == 0 and "PASS" in out
     data = json.loads(out_json.read_text())
     assert data["verdict"] == "pass" and data["first_divergence"] is None and data["outputs"]
     assert "<table" in out_html.read_text()
-    code, _, err = run(["compare", files["onnx"], files["onnx"], "--inputs", files["inputs"], "--json", out_json],
-                       capsys)
+    code, _, err = run_cli(capsys, "compare", files["onnx"], files["onnx"], "--inputs", files["inputs"], "--json", out_json)
     assert code == 2 and "already exists" in one_error_line(err)
 
 
@@ -79,8 +65,8 @@ def test_a_float16_overflow_exits_1_and_names_the_layer(files, capsys, tmp_path)
     factory.write_text("from tests.integration import models\n\ndef model():\n"
                        "    return models.with_fp16_overflow(models.stack(), block=2)\n")
     out_json = tmp_path / "r.json"
-    code, out, _ = run(["compare", f"{factory}:model", f"{factory}:model", "--test-dtype", "float16",
-                        "--inputs", files["inputs"], "--json", out_json], capsys)
+    code, out, _ = run_cli(capsys, "compare", f"{factory}:model", f"{factory}:model", "--test-dtype", "float16",
+                        "--inputs", files["inputs"], "--json", out_json)
     assert code == 1 and "FAIL" in out
     first = json.loads(out_json.read_text())["first_divergence"]
     assert first["name"] == "blocks.2.mlp.0" and first["status"] == "diverged"
@@ -88,9 +74,9 @@ def test_a_float16_overflow_exits_1_and_names_the_layer(files, capsys, tmp_path)
 
 def test_capture_then_compare_a_recorded_trace(files, capsys, tmp_path):
     trace = tmp_path / "ref.npz"
-    code, _, _ = run(["capture", f"{files['factory']}:stack", "--inputs", files["inputs"], "--out", trace], capsys)
+    code, _, _ = run_cli(capsys, "capture", f"{files['factory']}:stack", "--inputs", files["inputs"], "--out", trace)
     assert code == 0 and trace.exists()
-    code, out, _ = run(["compare", trace, files["onnx"]], capsys)
+    code, out, _ = run_cli(capsys, "compare", trace, files["onnx"])
     assert code == 0, out
 
 
@@ -117,7 +103,7 @@ def test_bad_inputs_exit_2_with_one_line_naming_the_cause(files, capsys, tmp_pat
     np.savez(extra["int_inputs"], x=np.zeros((2, 8, 32), np.int64), mask=inputs["mask"].numpy())
     np.savez(extra["small"], x=np.ones((2, 4), np.float32))
     names = {**{k: v for k, v in files.items() if k != "folder"}, **extra}
-    code, _, err = run([a.format(**names) for a in argv], capsys)
+    code, _, err = run_cli(capsys, *[a.format(**names) for a in argv])
     assert code == 2
     import re
 

@@ -21,7 +21,7 @@ tokenizers = pytest.importorskip("tokenizers")
 
 from diffcore import DiffcoreError, deploy  # noqa: E402
 from diffcore.capture.torch_runner import load_factory  # noqa: E402
-from diffcore.cli import main  # noqa: E402
+from tests.helpers import one_error_line, run_cli  # noqa: E402
 from diffcore.deploy.golden import GoldenIntegrityError  # noqa: E402
 
 NET = textwrap.dedent('''
@@ -101,19 +101,6 @@ def world(tmp_path_factory):
     return w
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return code, out, err
-
-
-def one_error_line(err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line]
-    assert len(lines) == 1 and lines[0].startswith("diffcore: error: "), err
-    return lines[0]
-
-
 def statuses(result) -> dict:
     return {row.check: row.status for row in result.rows}
 
@@ -166,12 +153,12 @@ def test_a_golden_recorded_elsewhere_shows_the_environment_differences_beside_th
     assert keys[:3] == ["gpu.available", "gpu.devices[0].compute_capability", "gpu.devices[0].name"]
     assert keys.index("torch.cuda_build") < keys.index("torch.version")
     assert result.environment.rows[0].numerics
-    code, out, _ = run(capsys, "golden", "check", world["onnx"], tmp_path / "h100")
+    code, out, _ = run_cli(capsys, "golden", "check", world["onnx"], tmp_path / "h100")
     assert code == 0
     drift_at, env_at = out.index("Outputs (2):"), out.index("Environment differences (recorded -> here)")
     assert drift_at < env_at and "NVIDIA H100 80GB HBM3" in out and "2.4.0+cu121" in out
     assert re.search(r"recorded .* on NVIDIA H100 80GB HBM3 \(cc 9.0\)", out)
-    code, out, _ = run(capsys, "env", "diff", tmp_path / "h100" / "golden.json",
+    code, out, _ = run_cli(capsys, "env", "diff", tmp_path / "h100" / "golden.json",
                        world["folder"] / "golden" / "golden.json")  # golden.json embeds the manifest
     assert code == 1 and out.index("gpu.devices[0].name") < out.index("torch.version")
 
@@ -191,7 +178,7 @@ def test_drift_beyond_tolerance_fails_naming_the_output_and_layer(world, tmp_pat
 
 def test_an_existing_golden_is_not_overwritten_without_force(world, capsys):
     before = (world["folder"] / "golden" / "golden.json").read_bytes()
-    code, _, err = run(capsys, "golden", "record", world["onnx"], "--inputs", world["folder"] / "inputs.npz",
+    code, _, err = run_cli(capsys, "golden", "record", world["onnx"], "--inputs", world["folder"] / "inputs.npz",
                        "--out", world["golden"])
     assert code == 2 and "already exists" in one_error_line(err) and "--force" in err
     assert (world["folder"] / "golden" / "golden.json").read_bytes() == before
@@ -200,7 +187,7 @@ def test_an_existing_golden_is_not_overwritten_without_force(world, capsys):
 def test_cli_record_with_force_replaces_and_drops_the_stale_trace(world, tmp_path, capsys):
     target = tmp_path / "g"
     shutil.copytree(world["golden"], target)
-    code, out, _ = run(capsys, "golden", "record", world["onnx"], "--inputs", world["folder"] / "inputs.npz",
+    code, out, _ = run_cli(capsys, "golden", "record", world["onnx"], "--inputs", world["folder"] / "inputs.npz",
                        "--out", target, "--texts", world["folder"] / "texts.txt", "--force")
     assert code == 0 and "2 output(s)" in out and "3 text(s)" in out
     assert not (target / "trace.npz").exists()
@@ -237,7 +224,7 @@ def test_a_damaged_golden_is_detected_by_its_hash_and_not_read(world, tmp_path, 
     monkeypatch.setattr(numpy, "load", lambda *a, **k: loads.append(a) or pytest.fail("a damaged file was read"))
     with pytest.raises(GoldenIntegrityError, match=message):
         deploy.load_golden(target)
-    code, _, err = run(capsys, "golden", "check", world["onnx"], target)
+    code, _, err = run_cli(capsys, "golden", "check", world["onnx"], target)
     line = one_error_line(err)
     assert code == 2 and re.search(message, line) and "re-record" in line
     monkeypatch.undo()
@@ -264,7 +251,7 @@ def test_a_changed_vocabulary_fails_the_artifact_and_tokenizer_checks_for_that_r
                      r"world' at token 2: recorded 5 \('world'\), now 1 \('\[UNK\]'\)", tokens.detail)
     assert "re-record the golden" in tokens.fix and "ship the files" in artifacts.fix
     assert result.row("golden set").status == "pass"  # the model itself is fine
-    code, out, _ = run(capsys, "validate", world["onnx"], "--golden", world["golden"], "--artifacts",
+    code, out, _ = run_cli(capsys, "validate", world["onnx"], "--golden", world["golden"], "--artifacts",
                        tmp_path / "tokenizer.json", vocab)
     assert code == 1 and re.search(r"artifacts\s+FAIL", out) and re.search(r"tokenizer\s+FAIL", out)
 
@@ -302,7 +289,7 @@ def test_without_the_tokenizers_library_the_tokenizer_check_is_skipped_with_the_
 # ---- export checks ----------------------------------------------------------------------------------------
 
 def test_a_fixed_sequence_length_is_flagged_naming_the_input(world, capsys):
-    code, out, _ = run(capsys, "validate", world["fixed"], "--inputs", world["folder"] / "inputs.npz",
+    code, out, _ = run_cli(capsys, "validate", world["fixed"], "--inputs", world["folder"] / "inputs.npz",
                        "--json")
     data = json.loads(out)
     row = next(r for r in data["checks"] if r["check"] == "export: dynamic axes")
@@ -353,7 +340,7 @@ def test_validate_passes_a_good_export_from_python_and_the_cli(world, capsys):
         "matches original": "pass", "artifacts": "pass", "tokenizer": "pass", "target hardware": "pass",
         "golden set": "pass", "export: opset": "pass", "export: dynamic axes": "pass", "export: signature": "pass"}
     assert "match the original there" in result.row("export: dynamic axes").detail
-    code, out, _ = run(capsys, "validate", world["onnx"], "--reference", world["factory"], "--golden",
+    code, out, _ = run_cli(capsys, "validate", world["onnx"], "--reference", world["factory"], "--golden",
                        world["golden"])
     assert code == 0 and "VALIDATE PASS: 8 passed, 0 failed, 0 skipped" in out
     assert re.search(r"check\s+status\s+detail", out)
@@ -372,28 +359,28 @@ def test_a_target_that_is_not_here_is_skipped_with_the_reason_never_passed(world
     assert target.status == "skip" and "'CUDAExecutionProvider' not available here" in target.detail
     assert result.row("golden set").status == "skip"  # cannot run where the target is not
     out_file = tmp_path / "v.json"
-    code, out, _ = run(capsys, "validate", world["onnx"], "--golden", world["golden"], "--target-gpu", "NoSuchGPU",
+    code, out, _ = run_cli(capsys, "validate", world["onnx"], "--golden", world["golden"], "--target-gpu", "NoSuchGPU",
                        "--out", out_file)
     assert code == 0 and re.search(r"target hardware\s+SKIP\s+target GPU .NoSuchGPU. is not on this machine", out)
     saved = json.loads(out_file.read_text())
     assert saved["counts"]["skip"] >= 1 and saved["environment"]["schema"] == "diffcore.env/1"
-    code, _, err = run(capsys, "validate", world["onnx"], "--out", out_file)
+    code, _, err = run_cli(capsys, "validate", world["onnx"], "--out", out_file)
     assert code == 2 and "already exists" in one_error_line(err)
 
 
 def test_validate_usage_errors_are_one_line(world, capsys, tmp_path):
-    code, _, err = run(capsys, "validate", tmp_path / "nope.onnx")
+    code, _, err = run_cli(capsys, "validate", tmp_path / "nope.onnx")
     assert code == 2 and "MODEL model file not found" in one_error_line(err)
-    code, _, err = run(capsys, "validate", world["onnx"], "--atol", "1e-3")
+    code, _, err = run_cli(capsys, "validate", world["onnx"], "--atol", "1e-3")
     assert code == 2 and "--atol was given without --rtol" in one_error_line(err)
-    code, _, err = run(capsys, "validate", world["onnx"], "--dynamic-axes", "input_ids")
+    code, _, err = run_cli(capsys, "validate", world["onnx"], "--dynamic-axes", "input_ids")
     assert code == 2 and "INPUT:AXIS" in one_error_line(err)
     with pytest.raises(DiffcoreError, match="golden directory not found"):
         deploy.validate(world["onnx"], golden=tmp_path / "missing")
 
 
 def test_env_prints_the_manifest_as_json(capsys):
-    code, out, _ = run(capsys, "env", "--json")
+    code, out, _ = run_cli(capsys, "env", "--json")
     data = json.loads(out)
     assert code == 0 and data["schema"] == "diffcore.env/1" and "torch" in data and "gpu" in data
     assert {"version", "cuda_build", "cudnn", "tf32_matmul", "matmul_precision"} <= set(data["torch"])
@@ -410,7 +397,7 @@ def test_a_nan_output_fails_and_the_json_stays_strict(world, tmp_path, capsys):
                                     result.outputs[0].problem)
     assert json.loads(result.to_json())["outputs"][0]["stats"]["nan_test"] == 24
     out_file = tmp_path / "v.json"
-    code, _, _ = run(capsys, "validate", nan_model, "--golden", world["golden"], "--out", out_file)
+    code, _, _ = run_cli(capsys, "validate", nan_model, "--golden", world["golden"], "--out", out_file)
     checks = {c["check"]: c for c in json.loads(out_file.read_text())["checks"]}
     assert code == 1 and checks["target hardware"]["status"] == "fail" and "NaN/Inf" in \
         checks["target hardware"]["detail"] and checks["golden set"]["status"] == "fail"

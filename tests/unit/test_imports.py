@@ -2,17 +2,20 @@
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ("torch", "onnx", "onnxruntime", "cupy", "numba", "pynvml", "tabulate", "matplotlib", "tqdm")
 
 
-def test_import_diffcore_loads_no_framework():
+@pytest.mark.parametrize("module, also", [("diffcore", ()), ("diffcore.deploy", ("tokenizers",))])
+def test_importing_diffcore_loads_no_framework(module, also):
     code = (
-        "import sys, diffcore\n"
-        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        f"import sys, {module}\n"
+        f"heavy = [m for m in {HEAVY + also!r} if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "", f"import diffcore loaded: {out.stdout.strip()}"
+    assert out.stdout.strip() == "", f"import {module} loaded: {out.stdout.strip()}"
 
 
 def test_missing_dependency_names_the_extra():
@@ -25,13 +28,3 @@ def test_missing_dependency_names_the_extra():
         assert "testing" in str(exc) and "pip install" in str(exc)
     else:
         raise AssertionError("require() did not raise")
-
-
-def test_import_diffcore_deploy_loads_no_framework():
-    code = (
-        "import sys, diffcore.deploy\n"
-        f"heavy = [m for m in {HEAVY + ('tokenizers',)!r} if m in sys.modules]\n"
-        "print(','.join(heavy))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "", f"import diffcore.deploy loaded: {out.stdout.strip()}"
