@@ -255,14 +255,16 @@ def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, tes
         raise DiffcoreError(f"local must be 'auto', 'all' or 'none', got {local!r}")
     options = {"atol": atol, "rtol": rtol, "backend": backend, "local": local,
                "memory_budget_mb": int(memory_budget_mb), "progress": progress}
-    ref_runner = open_runner(ref, role="ref", dtype=ref_dtype, device=device,
-                             providers=ref_providers or providers, keep_io_types=keep_io_types)
-    test_runner = open_runner(test, role="test", dtype=test_dtype, autocast=test_autocast, device=device,
-                              providers=test_providers or providers, keep_io_types=keep_io_types)
+    opened = []  # runners this call opened (a Runner passed in stays the caller's to close)
     try:
+        ref_runner = open_runner(ref, role="ref", dtype=ref_dtype, device=device,
+                                 providers=ref_providers or providers, keep_io_types=keep_io_types)
+        opened += [ref_runner] if ref_runner is not ref else []
+        test_runner = open_runner(test, role="test", dtype=test_dtype, autocast=test_autocast, device=device,
+                                  providers=test_providers or providers, keep_io_types=keep_io_types)
+        opened += [test_runner] if test_runner is not test else []
         return _Comparison(ref_runner, test_runner, options).run(inputs)
     finally:
-        for runner in (ref_runner, test_runner):
-            if runner is not ref and runner is not test:
-                runner.close()
+        for runner in opened:
+            runner.close()
 

@@ -92,6 +92,11 @@ class _Matcher:
         self.ref = list(ref_probes)
         self.test = list(test_probes)
         self.test_keys = {p.key for p in self.test}
+        self.by_key = {"ref": {p.key: p for p in self.ref}, "test": {p.key: p for p in self.test}}
+        self.cast_targets = {}  # test key -> the test keys of Casts reading it
+        for probe in self.test:
+            if probe.meta.get("cast_of") is not None:
+                self.cast_targets.setdefault(probe.meta["cast_of"], []).append(probe.key)
         self.pairs: list[Pair] = []
         self.unmatched: list[Unmatched] = []
         self.paired_ref: set[str] = set()
@@ -221,12 +226,12 @@ class _Matcher:
         cast_of = probe.meta.get("cast_of")
         if cast_of is not None and side == "test":
             return f"inserted Cast of {cast_of!r} (the same tensor in another dtype)"
-        cast_to = next((p.key for p in self.test if p.meta.get("cast_of") == probe.key
-                        and p.key in self.paired_test), None) if side == "test" else None
+        cast_to = next((k for k in self.cast_targets.get(probe.key, ()) if k in self.paired_test), None) \
+            if side == "test" else None
         if cast_to is not None:
             return f"input of the inserted Cast to {cast_to!r} (compared as {cast_to!r})"
         other = self.test if side == "ref" else self.ref
-        twin = next((p for p in other if p.key == probe.key), None)
+        twin = self.by_key["test" if side == "ref" else "ref"].get(probe.key)
         if twin is not None:
             return reconcile_shapes(*((probe.shape, twin.shape) if side == "ref" else (twin.shape, probe.shape)))[1]
         if is_graph_probe(probe) and not any(is_graph_probe(p) for p in other):
