@@ -6,6 +6,7 @@ without a copy wherever NumPy can express one; GPU data stays on its device.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +15,7 @@ from . import _deps
 from .errors import DiffcoreError
 from .stats.formats import FORMATS, FloatFormat
 
-__all__ = ["Operand", "as_operand", "check_pair"]
+__all__ = ["Operand", "as_operand", "check_pair", "host_array", "host_values", "array_sha256"]
 
 # How kernels read an element: native floats directly; 16-bit floats as uint16 bit patterns decoded exactly.
 STORAGE_F16 = "f16bits"
@@ -200,3 +201,41 @@ def check_pair(ref: Operand, test: Operand, name: str = "") -> None:
             f"device mismatch{where}: ref is on {ref.device}, test is on {test.device}; "
             "move both to the same device"
         )
+
+
+def host_array(value, what: str = "store") -> tuple[np.ndarray, str]:
+    """(a host NumPy array holding ``value`` exactly, its logical dtype name), for files diffcore writes.
+
+    torch tensors, CuPy arrays and OrtValues are copied to the host; bfloat16 (which NumPy lacks) comes as its
+    uint16 bit patterns. Object arrays are refused: files hold numeric arrays only.
+    """
+    kind = type(value).__module__.split(".")[0]
+    if kind == "torch":
+        tensor = value.detach().cpu()
+        name = str(tensor.dtype).replace("torch.", "")
+        if name == "bfloat16":
+            return tensor.contiguous().view(_deps.loaded("torch").int16).numpy().view(np.uint16), name
+        return tensor.resolve_conj().resolve_neg().numpy(), name
+    if kind == "cupy":
+        value = value.get()
+    elif kind == "onnxruntime":
+        value = value.numpy()
+    arr = np.asarray(value)
+    if arr.dtype.name == "bfloat16":  # ml_dtypes.bfloat16
+        return arr.view(np.uint16), "bfloat16"
+    if arr.dtype.hasobject:
+        raise DiffcoreError(f"cannot {what} an object array ({arr.dtype}): only numeric arrays")
+    return arr, arr.dtype.name
+
+
+def host_values(value, what: str = "store") -> tuple[np.ndarray, str]:
+    """``host_array`` with bfloat16 widened exactly to float32, for comparing values."""
+    arr, dtype = host_array(value, what)
+    if dtype == "bfloat16":
+        return (arr.astype(np.uint32) << 16).view(np.float32), dtype
+    return arr, dtype
+
+
+def array_sha256(arr: np.ndarray) -> str:
+    """sha256 of an array's bytes in C order (what files record to detect truncation or edits)."""
+    return hashlib.sha256(np.ascontiguousarray(arr).reshape(-1).view(np.uint8)).hexdigest()

@@ -14,7 +14,6 @@ GPU tensors are copied to the host when recorded: a trace holds host data only.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import importlib
 import json
 import os
@@ -23,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from .. import _deps
+from ..arrays import array_sha256, host_array, host_values
 from ..errors import DiffcoreError, format_choices
 from ..files import check_target, read_npz, write_npz
 from .base import InputSpec, Probe, Runner
@@ -48,25 +47,6 @@ class TraceRecord:
 
 # ------------------------------------------------------------------------------------ host conversion
 
-def _host_array(value) -> tuple[np.ndarray, str]:
-    """(the NumPy array to store, the logical dtype name). GPU data is copied to the host here."""
-    if type(value).__module__.split(".")[0] == "torch":
-        torch = _deps.loaded("torch")
-        tensor = value.detach().cpu()
-        name = str(tensor.dtype).replace("torch.", "")
-        if name == "bfloat16":
-            return tensor.contiguous().view(torch.int16).numpy().view(np.uint16), name
-        return tensor.resolve_conj().resolve_neg().numpy(), name
-    if type(value).__module__.split(".")[0] == "cupy":
-        value = value.get()
-    arr = np.asarray(value)
-    if arr.dtype.name == "bfloat16":  # ml_dtypes.bfloat16
-        return arr.view(np.uint16), "bfloat16"
-    if arr.dtype.hasobject:
-        raise DiffcoreError(f"cannot record an object array ({arr.dtype}): traces hold numeric arrays only")
-    return arr, arr.dtype.name
-
-
 def _restore(stored: np.ndarray, dtype: str):
     """(the in-memory array for ``stored``, whether it is still raw bfloat16 bits)."""
     if dtype != "bfloat16":
@@ -86,21 +66,9 @@ def _restore(stored: np.ndarray, dtype: str):
 
 def _host_copy(value):
     """An independent host copy of ``value`` as a trace keeps it in memory."""
-    stored, dtype = _host_array(value)
+    stored, dtype = host_array(value, "record")
     array, _ = _restore(np.array(stored, copy=True), dtype)
     return array
-
-
-def _values(value) -> np.ndarray:
-    """``value`` as a NumPy array of its values (bfloat16 widened exactly to float32), for comparisons."""
-    stored, dtype = _host_array(value)
-    if dtype == "bfloat16":
-        return (stored.astype(np.uint32) << 16).view(np.float32)
-    return stored
-
-
-def _sha256(arr: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(arr).reshape(-1).view(np.uint8)).hexdigest()
 
 
 def _json_default(obj):
@@ -223,10 +191,10 @@ class Trace:
 
 def _store(arrays: dict, name: str, value, raw_bits: bool) -> dict:
     """Put ``value``'s host array into ``arrays[name]``; return its metadata entry."""
-    stored, dtype = (np.asarray(value), "bfloat16") if raw_bits else _host_array(value)
+    stored, dtype = (np.asarray(value), "bfloat16") if raw_bits else host_array(value, "record")
     arrays[name] = stored
     return {"array": name, "dtype": dtype, "stored": stored.dtype.str, "shape": list(stored.shape),
-            "sha256": _sha256(stored)}
+            "sha256": array_sha256(stored)}
 
 
 def _probe(entry: dict) -> Probe:
@@ -261,7 +229,7 @@ def _read_array(npz, entry: dict, path: str, what: str):
     if arr.dtype.str != entry["stored"] or list(arr.shape) != list(entry["shape"]):
         raise DiffcoreError(f"trace file {path!r}: {what} is {arr.dtype} {arr.shape}, its metadata says "
                             f"{entry['stored']} {tuple(entry['shape'])}: the file was edited")
-    if _sha256(arr) != entry["sha256"]:
+    if array_sha256(arr) != entry["sha256"]:
         raise DiffcoreError(f"trace file {path!r}: {what} fails its sha256 check: the file was truncated "
                             "or edited")
     return _restore(arr, entry["dtype"])
@@ -295,7 +263,7 @@ def record(runner: Runner, inputs: Mapping, *, keys: Collection[str] | None = No
                   created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     for probe in chosen:
         array = arrays[probe.key]
-        stored, dtype = _host_array(array)
+        stored, dtype = host_array(array, "record")
         trace.add(replace(probe, shape=tuple(stored.shape), dtype=dtype, meta=dict(probe.meta)), array)
     return trace
 
@@ -380,7 +348,7 @@ class TraceRunner(Runner):
         """The recorded inputs' names, dtypes and shapes."""
         specs = []
         for name, value in self.trace.inputs.items():
-            stored, dtype = _host_array(value)
+            stored, dtype = host_array(value, "record")
             specs.append(InputSpec(name, dtype, tuple(stored.shape)))
         return specs
 
@@ -406,7 +374,7 @@ class TraceRunner(Runner):
         return dict(self.trace.inputs)
 
     def _check_input(self, name: str, value) -> None:
-        given, recorded = _values(value), _values(self.trace.inputs[name])
+        given, recorded = host_values(value)[0], host_values(self.trace.inputs[name])[0]
         if given.shape != recorded.shape:
             raise DiffcoreError(f"input {name!r} has shape {given.shape}, but {self.name} was recorded with "
                                 f"shape {recorded.shape}")

@@ -260,7 +260,7 @@ def _rows_problem(base: list, more_rows: list, batch: int | None) -> str:
 
 def _against_reference(reference, feed, outputs) -> tuple[str, float]:
     from ..drift import drift
-    from .golden import _host
+    from ..arrays import host_values
 
     try:
         ref = list(reference.outputs(feed).values())
@@ -268,7 +268,7 @@ def _against_reference(reference, feed, outputs) -> tuple[str, float]:
         return f"the original model fails at these shapes: {exc}", 0.0
     worst = 0.0
     for k, (r, t) in enumerate(zip(ref, outputs)):
-        r, t = _host(r)[0], np.asarray(t)
+        r, t = host_values(r)[0], np.asarray(t)
         if r.shape != t.shape:
             return f"output {k} has shape {t.shape}, the original's {r.shape}", worst
         if r.dtype.kind == "f":
@@ -326,11 +326,12 @@ def _reference_signature(reference, sample) -> dict:
     inputs = [(s.name, None, None) for s in reference.input_specs()]
     if sample is None:
         return {"inputs": inputs, "outputs": [], "output_names": False}
-    from .golden import _host
+    from ..arrays import host_values
 
-    fed = {n: _host(v) for n, v in sample.items()}
+    fed = {n: host_values(v) for n, v in sample.items()}
     inputs = [(n, fed[n][1] if n in fed else None, fed[n][0].shape if n in fed else None) for n, _, _ in inputs]
-    outs = [(k, _host(v)[1], _host(v)[0].shape) for k, v in reference.outputs(sample).items()]
+    host = {k: host_values(v) for k, v in reference.outputs(sample).items()}
+    outs = [(k, dtype, array.shape) for k, (array, dtype) in host.items()]
     return {"inputs": inputs, "outputs": outs, "output_names": False}
 
 

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import env
+from ..arrays import array_sha256, host_values
 from ..errors import DiffcoreError, format_choices
-from ..files import read_json, read_npz, sha256_file, write_json, write_npz
+from ..files import encode_nonfinite, read_json, read_npz, sha256_file, write_json, write_npz
 from .artifacts import declared_artifacts, fingerprint, tokenize
-from ..files import encode_nonfinite
 from .envdiff import env_diff
 
 __all__ = ["Golden", "GoldenIntegrityError", "GoldenResult", "OutputCheck", "check_golden", "load_golden",
@@ -45,40 +45,17 @@ class GoldenIntegrityError(DiffcoreError):
 
 # ------------------------------------------------------------------------------------------- arrays
 
-def _host(value) -> tuple[np.ndarray, str]:
-    """(a host NumPy array, the logical dtype name). bfloat16 is widened exactly to float32."""
-    kind = type(value).__module__.split(".")[0]
-    if kind == "torch":
-        tensor = value.detach().cpu()
-        name = str(tensor.dtype).replace("torch.", "")
-        return (tensor.float().numpy() if name == "bfloat16" else tensor.numpy()), name
-    if kind == "cupy":
-        value = value.get()
-    elif kind == "onnxruntime":
-        value = value.numpy()
-    array = np.asarray(value)
-    if array.dtype.name == "bfloat16":
-        return array.astype(np.float32), "bfloat16"
-    if array.dtype.hasobject:
-        raise DiffcoreError(f"cannot store an object array ({array.dtype}) in a golden set")
-    return array, array.dtype.name
-
-
-def _sha256(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).reshape(-1).view(np.uint8)).hexdigest()
-
-
 def _pack(values: dict, dtypes: dict | None = None) -> tuple[dict, list]:
     """({a00000: array}, [{name, array, dtype, stored, shape, sha256}]) for named values; ``dtypes`` keeps
     logical dtypes the host arrays lost (bfloat16 held as float32)."""
     arrays, entries = {}, []
     for i, (name, value) in enumerate(values.items()):
-        array, dtype = _host(value)
+        array, dtype = host_values(value)
         dtype = (dtypes or {}).get(name, dtype)
         key = f"a{i:05d}"
         arrays[key] = np.ascontiguousarray(array)
         entries.append({"name": name, "array": key, "dtype": dtype, "stored": array.dtype.str,
-                        "shape": list(array.shape), "sha256": _sha256(array)})
+                        "shape": list(array.shape), "sha256": array_sha256(array)})
     return arrays, entries
 
 
@@ -87,7 +64,7 @@ def _unpack(arrays: dict, entries: list, path: str) -> dict:
     for entry in entries:
         array = arrays.get(entry["array"])
         if array is None or array.dtype.str != entry["stored"] or list(array.shape) != entry["shape"] \
-                or _sha256(array) != entry["sha256"]:
+                or array_sha256(array) != entry["sha256"]:
             raise GoldenIntegrityError(f"golden file {path}: array {entry['name']!r} does not match its "
                                        f"recorded dtype, shape or sha256: {_RESTORE}")
         out[entry["name"]] = array
@@ -376,7 +353,8 @@ def record_golden(model, inputs=None, out=None, *, traces: bool = False, texts=N
             "tolerance": {"atol": atol, "rtol": rtol}, "device": {"device": device, "providers": providers},
             "environment": env.collect(), "artifacts": recorded_artifacts, "texts": texts, "tokens": tokens,
             "inputs": _pack(data)[1], "outputs": _pack(outputs)[1]}
-    golden = Golden({k: _host(v)[0] for k, v in data.items()}, {k: _host(v)[0] for k, v in outputs.items()},
+    golden = Golden({k: host_values(v)[0] for k, v in data.items()},
+                    {k: host_values(v)[0] for k, v in outputs.items()},
                     meta, None, trace)
     if out is not None:
         golden.save(out, force=force)
@@ -601,7 +579,7 @@ def _compare_outputs(golden: Golden, live: dict, atol, rtol, notes: list) -> lis
 
     checks = []
     for name, live_name in _pairing(golden, live, notes):
-        expected, (actual, dtype) = golden.outputs[name], _host(live[live_name])
+        expected, (actual, dtype) = golden.outputs[name], host_values(live[live_name])
         if tuple(expected.shape) != tuple(actual.shape):
             checks.append(OutputCheck(name, live_name, None, f"{name!r} has shape {tuple(actual.shape)}, the "
                                       f"golden {tuple(expected.shape)}"))

@@ -92,10 +92,10 @@ def _target_gpu_missing(manifest: dict, target_gpu: str | None) -> str:
 def _nonfinite(outputs: dict) -> str:
     import numpy as np
 
-    from .golden import _host
+    from ..arrays import host_values
 
     for name, value in outputs.items():
-        array = _host(value)[0]
+        array = host_values(value)[0]
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             bad = int(array.size - np.isfinite(array).sum())
             return f"output {name!r} has {bad} NaN/Inf value(s)"
