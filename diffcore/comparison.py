@@ -153,6 +153,7 @@ class _Comparison:
             tensors.append((r, _same_layout(r, t)))
         stats = self._timed("statistics", drift_many, tensors, **self._drift_options())
         chunk_rows = {id(p): self._row(p, s) for p, s in zip(kept, stats)}
+        del tensors, test_vals  # local errors need the reference's values only: hold one side less
         if self.local.inline:
             rows.update(chunk_rows)
             self._add_local(kept, rows, ref_feed, test_feed, ref_vals)
@@ -206,7 +207,7 @@ class _Comparison:
             test={"kind": self.test.kind, "description": self.test.description},
             summary=summarize(layers, outputs, loc), warnings=list(dict.fromkeys(self.warnings)),
             timings={k: round(v, 6) for k, v in self.timings.items()},
-            environment=env.collect(),
+            environment=env.collect(import_torch=False),
         )
 
 

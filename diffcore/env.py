@@ -39,9 +39,12 @@ def _cpu() -> dict:
     return {"model": model, "logical_cores": os.cpu_count(), "machine": platform.machine()}
 
 
-def _torch() -> dict | None:
+def _torch(import_it: bool = True) -> dict | None:
     if _version("torch") is None:
         return None
+    if not import_it and "torch" not in sys.modules:
+        return {"version": _version("torch"), "note": "not imported by this process (not used): build and "
+                                                      "device details not collected"}
     try:
         import torch
     except Exception as exc:  # a broken install is part of the environment, not a crash
@@ -112,11 +115,13 @@ def _gpu(pynvml, handle) -> dict:
             "memory_total_mib": memory.total // (1 << 20), "clocks": clocks}
 
 
-def collect(frameworks: bool = True) -> dict:
+def collect(frameworks: bool = True, import_torch: bool = True) -> dict:
     """The manifest of this process's environment.
 
     Args:
         frameworks: also import torch/onnxruntime and query NVML for build and device details.
+        import_torch: with ``frameworks``, import torch for its details even when this process has not
+            (a comparison of two ONNX models passes False: importing torch takes about a second).
     """
     manifest = {
         "schema": SCHEMA,
@@ -129,7 +134,7 @@ def collect(frameworks: bool = True) -> dict:
         "env_vars": {k: os.environ[k] for k in ENV_VARS if k in os.environ},
     }
     if frameworks:
-        manifest["torch"] = _torch()
+        manifest["torch"] = _torch(import_torch)
         manifest["onnxruntime"] = _onnxruntime()
         manifest["gpu"] = _gpus()
     return manifest

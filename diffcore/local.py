@@ -14,7 +14,6 @@ is re-run depends on the sides:
 """
 from __future__ import annotations
 
-import numpy as np
 
 
 TORCH_ONNX_ALL_LIMIT = 64  # module calls up to which torch-vs-ONNX local errors are computed everywhere
@@ -145,6 +144,11 @@ class LocalComputer:
         graph = self.test.graph
         return graph.inputs_of[graph.producer[key]]
 
+    def _fed_names(self, pairs) -> list:
+        """Test values the layers of ``pairs`` read that have a reference counterpart to feed them."""
+        to_ref = self.test_to_ref
+        return sorted({i for p in pairs for i in self._producer_inputs(p.test.key) if i in to_ref})
+
     def _onnx_onnx(self, pairs, ref_feed, test_feed, ref_values, overflowing) -> dict:
         inserted = [p for p in pairs if p.test.meta.get("cast_of") is not None and p.ref.op_type != "Cast"]
         self._skip(inserted, "the test value comes from a Cast the converter inserted; the reference has no "
@@ -153,30 +157,38 @@ class LocalComputer:
         if not pairs:
             return {}
         to_ref = self.test_to_ref
-        fed = sorted({i for p in pairs for i in self._producer_inputs(p.test.key) if i in to_ref})
+        fed = self._fed_names(pairs)
         missing = {to_ref[i] for i in fed} - set(ref_values)
         if missing:
             ref_values = {**ref_values, **self.ref.capture(ref_feed, missing)}
         blocked = [p for p in pairs if overflowing & set(self._producer_inputs(p.test.key))]
         self._skip(blocked, "the reference's inputs overflow the test dtype when rounded")
-        test_feeds, ref_feeds = self._rounded_feeds(fed, ref_values, to_ref)
         pairs = [p for p in pairs if id(p) not in self.skipped]
+        test_feeds = {name: ref_values[to_ref[name]] for name in fed}
         test_out = self.test.teacher_forced(test_feed, test_feeds, [p.test.key for p in pairs])
-        ref_out = self.ref.teacher_forced(ref_feed, ref_feeds, [p.ref.key for p in pairs])
+        ref_feeds = {to_ref[name]: ref_values[to_ref[name]] for name in fed}
+        ref_out = self._reference_local(pairs, ref_feed, ref_feeds, self._rounding(fed, ref_values, to_ref),
+                                        ref_values)
         return {id(p): (ref_out[p.ref.key], test_out[p.test.key]) for p in pairs
                 if p.ref.key in ref_out and p.test.key in test_out}
 
-    def _rounded_feeds(self, fed, ref_values, to_ref):
-        """Each fed value rounded to its dtype in the test graph, and that rounded value in the reference's
-        dtype: both layers then read identical numbers. No copy where the dtypes agree."""
-        test_feeds, ref_feeds = {}, {}
+    def _rounding(self, fed, ref_values, to_ref) -> dict:
+        """{reference value: the test dtype it is rounded to} for the fed values that rounding changes. The
+        runners round inside the graph (Cast nodes), so both layers read identical numbers without a copy."""
+        rounding = {}
         for name in fed:
-            value = np.asarray(ref_values[to_ref[name]])
-            with np.errstate(over="ignore"):
-                rounded = value.astype(self.test.graph.type_of(name).dtype or value.dtype, copy=False)
-            test_feeds[name] = rounded
-            ref_feeds[to_ref[name]] = rounded.astype(value.dtype, copy=False)
-        return test_feeds, ref_feeds
+            dtype = self.test.graph.type_of(name).dtype
+            if dtype is not None and dtype != _dtype_name(ref_values[to_ref[name]]):
+                rounding[to_ref[name]] = dtype
+        return rounding
+
+    def _reference_local(self, pairs, ref_feed, feeds, rounding, captured) -> dict:  # noqa: PLR0913
+        """The reference layers on their own inputs rounded to the test's dtypes. Where no input changes
+        under that rounding, this is the reference's captured value: no second run."""
+        keys = [p.ref.key for p in pairs]
+        if not rounding and all(k in captured for k in keys):
+            return {k: captured[k] for k in keys}
+        return self.ref.teacher_forced(ref_feed, feeds, keys, rounding=rounding)
 
     # ---- torch vs ONNX -----------------------------------------------------------------------------------
     def _torch_onnx(self, pairs, ref_feed) -> dict:
@@ -219,6 +231,11 @@ class LocalComputer:
             return None
         captured = self.ref.capture(ref_feed, set(wanted.values())) if wanted else {}
         return {name: ref_feed[name] if name in ref_feed else captured[wanted[name]] for name in entries}
+
+
+def _dtype_name(value) -> str:
+    """The dtype name of a NumPy array or a torch tensor (``float32``, ``bfloat16``)."""
+    return str(value.dtype).replace("torch.", "")
 
 
 def _same_tensors(args, values) -> bool:

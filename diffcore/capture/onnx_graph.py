@@ -396,6 +396,38 @@ class GraphIndex:
         inside = self.check_module(module)
         return [out for i in inside for out in self.nodes[i].output if out and module in self.modules_left(out)]
 
+    # -- segments (the part of the graph one run needs)
+
+    def needed_nodes(self, wanted, available) -> list:
+        """Indices (in topological order) of the nodes that compute ``wanted`` from the ``available`` values:
+        the producers of ``wanted`` and, recursively, of every value they read that is not available.
+        Initializers are always available; a wanted value that is also available is still recomputed."""
+        needed, stack = set(), [self.producer[n] for n in wanted if n in self.producer]
+        while stack:
+            i = stack.pop()
+            if i in needed:
+                continue
+            needed.add(i)
+            stack.extend(self.producer[n] for n in self.inputs_of[i] if n not in available and n in self.producer)
+        return sorted(needed)
+
+    def segment_entries(self, node_ids) -> list:
+        """Values the nodes ``node_ids`` read but do not produce, initializers excluded, by first reader."""
+        inside = {out for i in node_ids for out in self.nodes[i].output if out}
+        entries: dict = {}
+        for i in node_ids:
+            for name in self.inputs_of[i]:
+                if name not in inside and name not in self.initializers:
+                    entries.setdefault(name, None)
+        return list(entries)
+
+    def cut_values(self, node_ids) -> list:
+        """Non-static values the nodes ``node_ids`` produce that a node outside them reads: what a later run
+        of the rest of the graph needs from this one."""
+        inside = set(node_ids)
+        return [out for i in sorted(inside) for out in self.nodes[i].output
+                if out and out not in self.static and any(c not in inside for c in self.consumers.get(out, ()))]
+
     def static_closure(self, node_ids) -> list:
         """The static-value producers (Constants, Identity of weights) the given nodes need, recursively."""
         needed, stack = set(), list(node_ids)

@@ -1,16 +1,18 @@
 """The ONNX Runtime side of a comparison: probes from the graph, captures by exposing values as outputs.
 
-How values are captured: a variant of the model lists exactly the requested values as extra graph outputs
-(one ONNX Runtime session per set of keys, a few kept). Exposing an intermediate stops ORT from fusing across
-it, so after every instrumented run the model outputs are compared with an uninstrumented run's and any
-difference is reported in ``warnings``.
+How values are captured: a run computes a *segment*, the nodes the requested values need, with those
+values (and the cut values later nodes will read) as its graph outputs. Segments start from the inputs and
+from the cut values earlier segments left, so capturing a graph chunk by chunk costs about one forward pass
+and memory holds one chunk. Exposing an intermediate stops ORT from fusing across it, so the model outputs
+computed that way are compared with an uninstrumented run's and any difference is reported in ``warnings``.
 
 Variants are cheap: the model is held as a weightless *skeleton* plus its large initializers serialized
 once; a variant is the skeleton edited and serialized, followed by those bytes (protobuf merges the two
 messages, appending the initializers). Past ~1.5 GiB of weights the initializers go once to an external-data
 file in a temporary folder instead, and variants are small files beside it.
 
-Local errors: ``teacher_forced`` rewires chosen node inputs to new graph inputs carrying reference values;
+Local errors: ``teacher_forced`` runs a segment whose chosen node inputs read new graph inputs carrying
+reference values (rounded by Cast nodes inside the graph);
 ``run_scope`` runs the subgraph of one torch module's scope on given entry values.
 
 On CUDA (``CUDAExecutionProvider``) inputs and outputs go through IOBinding and captured values stay on the
@@ -31,7 +33,7 @@ import numpy as np
 from .._deps import require
 from ..errors import DiffcoreError, format_choices
 from .base import InputSpec, Probe, Runner
-from .onnx_graph import FLOAT_DTYPES, GraphIndex, ValueType, read_types
+from .onnx_graph import FLOAT_DTYPES, GraphIndex, ValueType, node_inputs, read_types
 
 __all__ = ["OnnxRunner"]
 
@@ -157,9 +159,10 @@ class _ModelStore:
     """The model as a weightless skeleton and its large initializers, serialized once.
 
     ``source(variant)`` gives what ``InferenceSession`` loads for an edited copy of the skeleton: bytes
-    (the variant, then the weights: protobuf appends repeated fields when messages are concatenated) or,
-    for models too large for one protobuf message, the path of a small variant file beside a shared
-    external-data file.
+    (the variant, then the weights its nodes read: protobuf appends repeated fields when messages are
+    concatenated) or, for models too large for one protobuf message, the path of a small variant file
+    beside a shared external-data file. A segment of the graph carries only its own weights, so loading
+    many segments parses the weights about once in all.
     """
 
     def __init__(self, model, tempdir):
@@ -176,22 +179,21 @@ class _ModelStore:
         self._counter = 0
         self._external = None
         if sum(_tensor_nbytes(t) for t in large) <= _INLINE_LIMIT:
-            self._blob = self._inline_blob(large)
+            self._inline = self._inline_fields(large)
         else:
-            self._blob = b""
             self._external = self._write_external(large)
 
     @staticmethod
-    def _inline_blob(tensors) -> bytes:
+    def _inline_fields(tensors) -> dict:
+        """{name: the tensor as a serialized ``initializer`` field of a GraphProto}."""
         onnx = require("onnx")
-        initializer = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
-        graph = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
-        return _field(graph, b"".join(_field(initializer, t.SerializeToString()) for t in tensors))
+        number = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
+        return {t.name: _field(number, t.SerializeToString()) for t in tensors}
 
-    def _write_external(self, tensors) -> list:
-        """Write the tensors once to weights.bin; return TensorProtos that refer to it."""
+    def _write_external(self, tensors) -> dict:
+        """Write the tensors once to weights.bin; return {name: a TensorProto that refers to it}."""
         onnx = require("onnx")
-        refs, offset = [], 0
+        refs, offset = {}, 0
         with open(Path(self._tempdir()) / "weights.bin", "wb") as out:
             for tensor in tensors:
                 data = tensor.raw_data if tensor.HasField("raw_data") else \
@@ -201,7 +203,7 @@ class _ModelStore:
                 ref.data_location = onnx.TensorProto.EXTERNAL
                 for key, value in (("location", "weights.bin"), ("offset", offset), ("length", len(data))):
                     ref.external_data.add(key=key, value=str(value))
-                refs.append(ref)
+                refs[tensor.name] = ref
                 offset += len(data)
         return refs
 
@@ -221,9 +223,14 @@ class _ModelStore:
 
     def source(self, variant):
         """What InferenceSession should load for ``variant``: bytes, or a path for external weights."""
+        held = self._inline if self._external is None else self._external
+        read = {name for node in variant.graph.node for name in node_inputs(node)}
+        used = [name for name in held if name in read]
         if self._external is None:
-            return variant.SerializeToString() + self._blob
-        variant.graph.initializer.extend(self._external)
+            onnx = require("onnx")
+            graph = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
+            return variant.SerializeToString() + _field(graph, b"".join(held[name] for name in used))
+        variant.graph.initializer.extend(held[name] for name in used)
         self._counter += 1
         path = Path(self._tempdir()) / f"variant_{self._counter}.onnx"
         path.write_bytes(variant.SerializeToString())
@@ -290,6 +297,14 @@ def _cast(value, dtype: str):
     if _framework(value) == "torch":
         return value.to(getattr(sys.modules["torch"], dtype))
     return value.astype(_np_dtype(dtype))
+
+
+def _elem_type(value) -> int | None:
+    """The ONNX element type of an array's dtype (None for an OrtValue, whose type the graph gives)."""
+    try:
+        return _ELEM_OF_DTYPE.get(_dtype_of(value))
+    except TypeError:
+        return None
 
 
 def _kind_of(dtype: str | None) -> str:
@@ -449,6 +464,9 @@ class OnnxRunner(Runner):
         self._plain_session = None
         self._plain: OrderedDict = OrderedDict()  # uninstrumented outputs of the last inputs, by digest
         self._instrumentation_change = None  # (largest |diff| on an output, its name)
+        self._cuts: dict = {}  # values earlier segments computed that later nodes read (for _cuts_digest)
+        self._cuts_digest = None
+        self._executed: set = set()  # nodes run in a segment for those inputs
 
     def __repr__(self) -> str:
         return f"OnnxRunner({self.description})"
@@ -675,9 +693,13 @@ class OnnxRunner(Runner):
         return self._plain[key]
 
     def capture(self, inputs: Mapping, keys: Collection[str]) -> dict:
-        """Run once with exactly ``keys`` exposed as extra outputs; return {key: value}.
+        """Compute ``keys`` (exposed as outputs of the part of the graph they need); return {key: value}.
 
-        The model outputs of that run are compared with an uninstrumented run's; a difference (ORT fusions
+        Runs are segments: a run computes only the nodes its keys need, starting from the inputs and from
+        the values earlier runs on the same inputs left for later nodes (the cut values, held until every
+        reader has run). Capturing a graph chunk by chunk therefore costs about one forward pass in all.
+        Graph outputs are the uninstrumented run's. When a segment reaches near the end of the graph it
+        also computes the model outputs, and any difference from the uninstrumented run (ORT fusions
         disabled by the exposed values) is reported in ``warnings``.
 
         Raises:
@@ -686,14 +708,69 @@ class OnnxRunner(Runner):
         feed = self.prepare_inputs(inputs)
         keys = self._check_keys(keys)
         inner = [k for k in keys if k not in feed and k not in self.graph.outputs]
-        if not inner:
-            plain = self._plain_outputs(feed)
-            return {k: feed[k] if k in feed else plain[k] for k in keys}
-        session = self._session(("capture", frozenset(inner)), lambda: self._instrumented(inner))
-        names = inner + list(self.graph.outputs)
-        values = self._run(session, feed, names)
-        self._check_instrumentation(feed, values, len(inner))
-        return {k: feed[k] if k in feed else values[k] for k in keys}
+        cuts = self._cuts_for(feed)
+        values = {k: cuts[k] for k in inner if k in cuts}
+        todo = [k for k in inner if k not in values]
+        if todo:
+            values.update(self._run_segment(feed, cuts, todo))
+        plain = self._plain_outputs(feed) if len(values) < len(keys) else {}
+        return {k: feed[k] if k in feed else values[k] if k in values else plain[k] for k in keys}
+
+    def _cuts_for(self, feed: Mapping) -> dict:
+        """The cut values held for these inputs (emptied when the inputs change)."""
+        digest = _digest(feed)
+        if digest != self._cuts_digest:
+            self._cuts, self._executed, self._cuts_digest = {}, set(), digest
+        return self._cuts
+
+    def _run_segment(self, feed: Mapping, cuts: dict, todo: list) -> dict:
+        """Run the nodes ``todo`` needs from ``feed`` and ``cuts``; keep the new cut values in ``cuts``."""
+        graph = self.graph
+        available = set(feed) | set(cuts)
+        ids = graph.needed_nodes(todo, available)
+        made = available | {out for i in ids for out in graph.nodes[i].output}
+        to_outputs = set(graph.needed_nodes(graph.outputs, made)) - set(ids)
+        # the instrumentation check comes with the segment that nearly reaches the outputs anyway
+        check = len(to_outputs) <= len(ids) // 4 + 8
+        if check:
+            ids = sorted(set(ids) | to_outputs)
+        new_cuts = [v for v in graph.cut_values(ids) if v not in cuts]
+        names = list(dict.fromkeys(todo + (graph.outputs if check else []) + new_cuts))
+        run_feed = {n: feed[n] if n in feed else cuts[n] for n in graph.segment_entries(ids)}
+        session = self._session(("segment", tuple(ids), tuple(names)),
+                                lambda: self._segment_variant(ids, run_feed, names))
+        values = self._run(session, run_feed, names)
+        self._executed.update(ids)
+        cuts.update((v, values[v]) for v in new_cuts)
+        self._release_cuts(cuts)
+        if check:
+            self._check_instrumentation(feed, values)
+        return {k: values[k] for k in todo}
+
+    def _release_cuts(self, cuts: dict) -> None:
+        """Drop cut values every reader of which has run: memory stays at what the rest of the graph needs
+        (a later capture of earlier values recomputes them from the inputs)."""
+        graph = self.graph
+        for name in [n for n in cuts if all(c in self._executed for c in graph.consumers.get(n, ()))]:
+            del cuts[name]
+
+    def _segment_variant(self, ids: list, feed: Mapping, outputs: list, casts=(), rename=None):
+        """A model of the nodes ``ids`` alone (after the ``casts`` nodes), whose graph inputs are ``feed``'s
+        names and whose outputs are ``outputs``; node inputs named in ``rename`` read the new name."""
+        graph = self.graph
+        variant = self._store.variant()
+        for field in ("node", "input", "output", "value_info"):
+            variant.graph.ClearField(field)
+        variant.graph.input.extend(_value_info(n, _elem_type(v) or graph.type_of(n).elem_type)
+                                   for n, v in feed.items())
+        variant.graph.node.extend(casts)
+        for i in ids:
+            node = variant.graph.node.add()
+            node.CopyFrom(graph.nodes[i])
+            if rename:
+                _rename_inputs(node, rename)
+        variant.graph.output.extend(_value_info(n, None) for n in outputs)
+        return variant
 
     def _check_keys(self, keys) -> list:
         keys = list(dict.fromkeys(keys))
@@ -705,12 +782,7 @@ class OnnxRunner(Runner):
                                 f"captured include {format_choices(valid)}")
         return keys
 
-    def _instrumented(self, keys: list):
-        variant = self._store.variant()
-        variant.graph.output.extend(_value_info(k, None) for k in keys)
-        return variant
-
-    def _check_instrumentation(self, feed: Mapping, values: Mapping, exposed: int) -> None:
+    def _check_instrumentation(self, feed: Mapping, values: Mapping) -> None:
         """Warn when exposing intermediates changed the final outputs (ORT fused differently); one warning
         per runner, keeping the largest change seen over all captures."""
         plain = self._plain_outputs(feed)
@@ -737,50 +809,76 @@ class OnnxRunner(Runner):
 
     # -- local errors
 
-    def teacher_forced(self, inputs: Mapping, feeds: Mapping, keys: Collection[str]) -> dict:
+    def teacher_forced(self, inputs: Mapping, feeds: Mapping, keys: Collection[str],
+                       rounding: Mapping | None = None) -> dict:
         """Run with every node input named in ``feeds`` reading the fed value instead; return ``keys``.
 
         Each node then computes on the fed (reference) inputs: the test layer run on the reference's
-        inputs. Float feeds are cast to the value's dtype in this model. One rewritten model, one run.
+        inputs. Only the nodes ``keys`` need are run, back to the fed values and the inputs. A fed value
+        is converted inside the graph (Cast nodes, which round to nearest even as NumPy and torch do): first
+        to ``rounding[name]`` where given, then to the value's dtype in this model.
 
         Raises:
             DiffcoreError: an unknown fed value or key, or a fed value of the wrong kind (int for float).
         """
         feed = self.prepare_inputs(inputs)
         keys = self._check_keys(keys)
-        fed = {name: self._cast_feed(name, value) for name, value in feeds.items()}
-        overrides = {n: v for n, v in fed.items() if n in feed}
-        inner = {n: v for n, v in fed.items() if n not in feed}
-        alias = {name: _alias(name, self.graph) for name in inner}
+        rounding = rounding or {}
+        for name, value in feeds.items():
+            self._check_feed(name, value)
+        graph = self.graph
         wanted = [k for k in keys if k not in feed]
-        session = self._session(("teacher", frozenset(inner), tuple(wanted)),
-                                lambda: self._teacher_model(alias, inner, wanted))
-        run_feed = {**feed, **overrides, **{alias[n]: v for n, v in inner.items()}}
+        ids = graph.needed_nodes(wanted, set(feed) | set(feeds))
+        read = [n for n in dict.fromkeys(n for i in ids for n in graph.inputs_of[i]) if n in feeds]
+        chains = {n: self._cast_chain(n, _dtype_of(feeds[n]), rounding.get(n)) for n in read}
+        run_feed = {chain[0].input[0] if chain else _alias(n, graph): feeds[n] for n, chain in chains.items()}
+        run_feed.update((n, feed[n]) for n in graph.segment_entries(ids) if n in feed and n not in feeds)
+        rename = {n: chain[-1].output[0] if chain else _alias(n, graph) for n, chain in chains.items()}
+        casts = [node for chain in chains.values() for node in chain]
+        signature = tuple((n, _dtype_of(feeds[n]), rounding.get(n)) for n in read)
+        session = self._session(("teacher", tuple(ids), signature, tuple(wanted)),
+                                lambda: self._segment_variant(ids, run_feed, wanted, casts, rename))
         values = self._run(session, run_feed, wanted) if wanted else {}
-        return {k: values[k] if k in values else run_feed[k] for k in keys}
+        return {k: values[k] if k in values else self._as_read(k, feeds, rounding) if k in feeds else feed[k]
+                for k in keys}
 
-    def _cast_feed(self, name: str, value):
+    def _cast_chain(self, name: str, given: str, rounding: str | None) -> list:
+        """Cast nodes taking a fed value of dtype ``given`` through ``rounding`` to ``name``'s dtype here."""
+        onnx = require("onnx")
+        alias = _alias(name, self.graph)
+        steps = [rounding] if rounding and rounding != given else []
+        want = self.graph.type_of(name).dtype or given
+        if want != (steps[-1] if steps else given):
+            steps.append(want)
+        nodes, source = [], alias
+        for k, dtype in enumerate(steps):
+            target = f"{alias}::{dtype}{k}"
+            nodes.append(onnx.helper.make_node("Cast", [source], [target], to=_ELEM_OF_DTYPE[dtype],
+                                               name=f"{target}::cast"))
+            source = target
+        return nodes
+
+    def _as_read(self, name: str, feeds: Mapping, rounding: Mapping):
+        """A fed graph input as this model reads it (rounded, then in its dtype), for keys that name it."""
+        value = feeds[name]
+        if rounding.get(name):
+            value = _cast(value, rounding[name])
+        return _cast(value, self.graph.type_of(name).dtype or _dtype_of(value))
+
+    def _check_feed(self, name: str, value) -> tuple:
+        """(dtype here, dtype given) of a value fed in place of ``name``; DiffcoreError if it cannot be."""
         graph = self.graph
         if not graph.is_value(name) or name in graph.static:
             raise DiffcoreError(f"cannot feed {name!r}: it is not a value {self.name} computes; values include "
                                 f"{format_choices([p.key for p in self.probes({})])}")
         want, given = graph.type_of(name).dtype, _dtype_of(value)
-        if want is None or want == given:
-            return value
-        if _kind_of(want) != _kind_of(given):
+        if want is not None and want != given and _kind_of(want) != _kind_of(given):
             raise DiffcoreError(f"value {name!r} of {self.name} is {want} but the fed value is {given}")
-        return _cast(value, want)
+        return want, given
 
-    def _teacher_model(self, alias: Mapping, fed: Mapping, keys: list):
-        variant = self._store.variant()
-        for node in variant.graph.node:
-            _rename_inputs(node, alias)
-        variant.graph.input.extend(
-            _value_info(alias[n], self.graph.type_of(n).elem_type or _ELEM_OF_DTYPE.get(_dtype_of(v)))
-            for n, v in fed.items())
-        variant.graph.ClearField("output")
-        variant.graph.output.extend(_value_info(k, None) for k in keys)
-        return variant
+    def _cast_feed(self, name: str, value):
+        want, given = self._check_feed(name, value)
+        return value if want is None or want == given else _cast(value, want)
 
     def scope_entries(self, module: str) -> list:
         """(value name, shape, dtype) of the values that enter torch module ``module``'s scope from outside,
@@ -817,23 +915,16 @@ class OnnxRunner(Runner):
         return self._run(session, fed, exits)
 
     def _scope_model(self, module: str, fed: Mapping, exits: list):
-        graph = self.graph
-        inside = graph.check_module(module)
-        ids = sorted(set(inside) | set(graph.static_closure(inside)))
-        variant = self._store.variant()
-        for field in ("node", "input", "output", "value_info"):
-            variant.graph.ClearField(field)
-        variant.graph.node.extend(graph.nodes[i] for i in ids)
-        variant.graph.input.extend(
-            _value_info(n, graph.type_of(n).elem_type or _ELEM_OF_DTYPE.get(_dtype_of(v))) for n, v in fed.items())
-        variant.graph.output.extend(_value_info(n, None) for n in exits)
-        return variant
+        inside = self.graph.check_module(module)
+        ids = sorted(set(inside) | set(self.graph.static_closure(inside)))
+        return self._segment_variant(ids, fed, exits)
 
     def close(self) -> None:
         """Drop sessions and cached outputs; remove temporary files."""
         self._sessions.clear()
         self._plain_session = None
         self._plain.clear()
+        self._cuts, self._executed, self._cuts_digest = {}, set(), None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

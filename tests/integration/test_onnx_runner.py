@@ -224,6 +224,27 @@ def test_capture_in_chunks_equals_capture_at_once(runner, inputs):
         np.testing.assert_allclose(chunked[key], at_once[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
+def test_capture_chunk_by_chunk_runs_each_node_once(transformer_path, inputs, monkeypatch):
+    with OnnxRunner(transformer_path) as r:
+        keys = [p.key for p in r.probes(inputs) if p.key not in r.graph.outputs]
+        at_once = r.capture(inputs, keys)
+    with OnnxRunner(transformer_path) as r:
+        runs = []
+        build = r._segment_variant
+        monkeypatch.setattr(r, "_segment_variant", lambda ids, *a, **k: runs.append(ids) or build(ids, *a, **k))
+        quarter = -(-len(keys) // 4)
+        chunked = {}
+        for k in range(4):
+            chunked.update(r.capture(inputs, keys[k * quarter:(k + 1) * quarter]))
+        assert len(runs) == 4
+        executed = [i for ids in runs for i in ids if r.graph.nodes[i].op_type != "Constant"]
+        assert len(executed) == len(set(executed)), "a node ran in two segments"
+        held = [n for n in r._cuts]
+        assert not held, f"cut values still held after every reader ran: {held}"
+    for key in keys:  # a segment boundary can change which kernels ORT fuses: float32 rounding apart
+        np.testing.assert_allclose(chunked[key], at_once[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
 def test_instrumented_sessions_are_few(transformer_path, inputs):
     with OnnxRunner(transformer_path) as r:
         keys = [p.key for p in r.probes(inputs)]
@@ -236,7 +257,8 @@ def test_changed_outputs_under_instrumentation_are_warned(transformer_path, inpu
     with OnnxRunner(transformer_path) as r:
         plain = r.outputs(inputs)
         monkeypatch.setattr(r, "_plain_outputs", lambda feed: {"y": plain["y"] + 0.25})
-        r.capture(inputs, [_module_probe(r.probes(inputs), "blocks.0").key])
+        last_inner = [p.key for p in r.probes(inputs) if p.key not in r.graph.outputs][-1]
+        r.capture(inputs, [last_inner])  # a segment that reaches the outputs computes them too
         assert len(r.warnings) == 1
         assert "changed its outputs by up to 0.25" in r.warnings[0] and "fusions" in r.warnings[0]
 
@@ -266,6 +288,33 @@ def test_teacher_forced_nodes_read_the_fed_values(runner, inputs):
     mean, var = fed.mean(-1, keepdims=True), fed.var(-1, keepdims=True)
     np.testing.assert_allclose(forced[ln1], (fed - mean) / np.sqrt(var + 1e-5), rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(forced[block0], captured[block0])  # its producer still ran as before
+
+
+@pytest.mark.parametrize("rounding", ["float16", "bfloat16"])
+def test_teacher_forced_rounds_fed_values_inside_the_graph(runner, inputs, rounding):
+    """Rounding through Cast nodes gives what rounding the value on the host (NumPy / torch) gives."""
+    probes = runner.probes(inputs)
+    block0, ln1 = _module_probe(probes, "blocks.0").key, _module_probe(probes, "blocks.1.ln").key
+    rng = np.random.default_rng(5)
+    shape = runner.capture(inputs, [block0])[block0].shape
+    fed = (rng.standard_normal(shape) * 1e3).astype(np.float32)
+    fed.flat[:4] = [7e4, -7e4, 1e-6, np.nan]  # overflows float16, a float16 subnormal, NaN
+    host = torch.from_numpy(fed).to(getattr(torch, rounding)).float().numpy()
+    in_graph = runner.teacher_forced(inputs, {block0: fed}, [ln1], rounding={block0: rounding})
+    on_host = runner.teacher_forced(inputs, {block0: host}, [ln1])
+    np.testing.assert_array_equal(in_graph[ln1], on_host[ln1])
+
+
+def test_float16_model_fed_float32_rounds_like_numpy(transformer_path, runner, inputs):
+    with OnnxRunner(transformer_path, float16=True, keep_io_types=True) as half:
+        probes = half.probes(inputs)
+        block0, ln1 = _module_probe(probes, "blocks.0").key, _module_probe(probes, "blocks.1.ln").key
+        ref_block0 = _module_probe(runner.probes(inputs), "blocks.0").key
+        fed = runner.capture(inputs, [ref_block0])[ref_block0] * 3
+        in_graph = half.teacher_forced(inputs, {block0: fed}, [ln1])
+        on_host = half.teacher_forced(inputs, {block0: fed.astype(np.float16)}, [ln1])
+    assert in_graph[ln1].dtype == np.float16
+    np.testing.assert_array_equal(in_graph[ln1], on_host[ln1])
 
 
 def test_scope_entries_and_exits_of_a_sequential(runner, inputs):
