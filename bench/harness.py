@@ -1,7 +1,7 @@
 """The layerwise comparison against just running both models, and against Polygraphy on the same pair.
 
     python bench/harness.py [--layers 12] [--d-model 256] [--heads 8] [--batch 8] [--seq 128]
-                            [--cnn-batch 8] [--cnn-size 128] [--cnn-width 32] [--memory-budget-mb 1024]
+                            [--cnn-batch 8] [--cnn-size 128] [--cnn-width 32] [--memory-budget-mb 256]
                             [--models transformer,cnn] [--skip-polygraphy] [--polygraphy /tmp/polyvenv/bin/polygraphy]
                             [--profile] [--quick] [--workdir DIR] [--out DIR]
 
@@ -280,7 +280,8 @@ def worker_diffcore(job: dict) -> dict:
 
     inputs, ref, test = _load_inputs(job["inputs"]), _ref_spec(job), _test_spec(job)
     box = {"prejit_s": _prejit() if job.get("prejit") else None}
-    kwargs = {"memory_budget_mb": job["memory_budget_mb"], **job.get("compare", {})}
+    budget = {"memory_budget_mb": job["memory_budget_mb"]} if job["memory_budget_mb"] else {}
+    kwargs = {**budget, **job.get("compare", {})}
 
     def call():
         box["start"] = time.perf_counter()
@@ -455,7 +456,8 @@ def parse_args(argv):
     for key, value in FULL.items():
         parser.add_argument("--" + key.replace("_", "-"), type=int, default=None, help=f"default {value}")
     parser.add_argument("--models", default="transformer,cnn")
-    parser.add_argument("--memory-budget-mb", type=int, default=1024, help="diffcore.compare's (default 1024)")
+    parser.add_argument("--memory-budget-mb", type=int, default=None,
+                        help="diffcore.compare's (default: its own, DEFAULT_MEMORY_BUDGET_MB)")
     parser.add_argument("--skip-polygraphy", action="store_true")
     parser.add_argument("--polygraphy", default=POLYGRAPHY, help=f"the polygraphy CLI (default {POLYGRAPHY})")
     parser.add_argument("--profile", action="store_true", help="also profile a diffcore run with cProfile")
@@ -482,7 +484,9 @@ def main(argv=None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         results = {kind: bench_model(kind, cfg, folder, args) for kind in args.models.split(",")}
     print_tables(results)
-    payload = {"config": cfg, "opset": OPSET, "memory_budget_mb": args.memory_budget_mb,
+    from diffcore.comparison import DEFAULT_MEMORY_BUDGET_MB
+
+    payload = {"config": cfg, "opset": OPSET, "memory_budget_mb": args.memory_budget_mb or DEFAULT_MEMORY_BUDGET_MB,
                "pair": "A = TorchScript export (fp32), B = onnxconverter-common float16 of A, keep_io_types=True",
                "polygraphy_version": None if args.skip_polygraphy else polygraphy_version(args.polygraphy),
                "load_average_end": os.getloadavg(), "results": results}

@@ -16,6 +16,9 @@ from .spec import open_runner
 
 __all__ = ["compare"]
 
+# Both sides' tensors of one chunk. A chunk costs one segment run per side, so small chunks are cheap; 256 MiB
+# keeps a 12-layer transformer's 1.6 GiB of activations (bench/harness.py) under about 1 GiB of peak memory.
+DEFAULT_MEMORY_BUDGET_MB = 256
 _ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
 
 
@@ -224,7 +227,8 @@ def _progress(items, enabled: bool):
 def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, test_dtype=None,
             test_autocast=None, device: str = "cpu", providers=None, ref_providers=None,
             test_providers=None, backend: str = "auto",
-            local: str = "auto", keep_io_types: bool = True, memory_budget_mb: int = 1024,
+            local: str = "auto", keep_io_types: bool = True,
+            memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB,
             progress: bool = False) -> DiffReport:
     """Compare an original model (``ref``) with a converted one (``test``) layer by layer.
 
@@ -241,7 +245,8 @@ def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, tes
             sides; ref_providers / test_providers: for one side (the same model on two providers).
         backend: statistics backend (``auto`` follows the data).
         local: "auto", "all" or "none": where to compute local errors (diffcore/local.py).
-        memory_budget_mb: tensors of both sides held at once; larger comparisons run in chunks.
+        memory_budget_mb: MiB of tensors (both sides) captured at once; larger comparisons run in chunks,
+            each one run of its part of each model. Peak memory is about 3x this plus the models.
         progress: show a progress bar over chunks (needs tqdm).
 
     Returns:
@@ -254,6 +259,8 @@ def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, tes
         raise DiffcoreError("give atol and rtol together, or neither")
     if local not in ("auto", "all", "none"):
         raise DiffcoreError(f"local must be 'auto', 'all' or 'none', got {local!r}")
+    if int(memory_budget_mb) < 1:
+        raise DiffcoreError(f"memory_budget_mb must be at least 1, got {memory_budget_mb!r}")
     options = {"atol": atol, "rtol": rtol, "backend": backend, "local": local,
                "memory_budget_mb": int(memory_budget_mb), "progress": progress}
     opened = []  # runners this call opened (a Runner passed in stays the caller's to close)

@@ -805,7 +805,9 @@ class OnnxRunner(Runner):
         worst, name = self._instrumentation_change
         return (f"exposing intermediate values of {self.name} as outputs changed its outputs by up to "
                 f"{worst:.3g} (max |diff| on {name!r}) against an uninstrumented run: exposed values disable "
-                f"ONNX Runtime fusions, so captured values come from a slightly different computation")
+                f"ONNX Runtime fusions and are stored in their declared dtype (ORT's CPU provider otherwise "
+                f"keeps some float16 values in float32 between ops), so captured values come from a slightly "
+                f"different computation")
 
     # -- local errors
 

@@ -59,6 +59,7 @@ def run_compare(args) -> int:
         test_dtype=args.test_dtype, test_autocast=args.test_autocast, device=args.device,
         providers=args.providers, ref_providers=args.ref_providers, test_providers=args.test_providers,
         backend=args.backend, local=args.local, progress=progress_wanted(),
+        **({"memory_budget_mb": args.memory_budget_mb} if args.memory_budget_mb else {}),
     )
     # Files first: a reader that closes stdout early (| head) must not cost the user the JSON.
     _write_reports(args, report)

@@ -45,6 +45,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be >= 1, got 0")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -96,6 +103,9 @@ def _add_compare(sub) -> None:
                    help="where to compute local errors (the test layer on the reference's inputs)")
     _add_tolerance(p, "")
     p.add_argument("--backend", choices=_backend_names(), default="auto", help="statistics backend")
+    p.add_argument("--memory-budget-mb", type=_positive_int, default=None, metavar="MIB",
+                   help="MiB of activations (both sides) captured at once; larger models run in chunks "
+                        "(default 256)")
     p.add_argument("--json", metavar="OUT", help="write the report as JSON")
     p.add_argument("--html", metavar="OUT", help="write the report as a standalone HTML page")
     p.add_argument("--max-rows", type=_non_negative_int, default=60, metavar="N",
