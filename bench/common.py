@@ -21,6 +21,16 @@ def time_calls(fn, repeats: int, warmup: int = 1) -> dict:
     return {"median_s": statistics.median(runs), "min_s": min(runs), "runs_s": runs}
 
 
+def read_bandwidth(mib: int = 512, repeats: int = 3) -> float:
+    """Bytes per second one NumPy pass reads from memory (a float32 sum over ``mib`` MiB, best run): the
+    floor any statistics pass over data that size meets on this machine."""
+    import numpy as np
+
+    data = np.ones((mib << 20) // 4, dtype=np.float32)
+    best = min(time_calls(data.sum, repeats)["runs_s"])
+    return data.nbytes / best
+
+
 def _status_kib(field: str) -> int | None:
     try:
         with open("/proc/self/status") as f:
