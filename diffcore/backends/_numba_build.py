@@ -20,8 +20,16 @@ _FUNCTIONS = [
     (layout, "_merge_moments"),
     (layout, "merge_into"),
     (source, "load"),
+    (source, "unpack_params"),
+    (source, "pow2"),
     (source, "ulps_at"),
     (source, "side_moments"),
+    (source, "first_finite"),
+    (source, "side_terms"),
+    (source, "range_risk"),
+    (source, "pair_terms"),
+    (source, "reset_nonfinite"),
+    (source, "count_nonfinite"),
     (source, "accumulate_range"),
 ]
 

@@ -1,14 +1,25 @@
-"""The numba-cpu build of the shared drift source, and its parallel drivers.
+"""The numba-cpu build of the shared drift source, the CPU's blocked loop over a tile, and its parallel drivers.
+
+A tile is reduced by ``accumulate_blocks``: the shared per-element terms (_numba_source.py), computed for a
+block of elements at a time so that the compiler can put them on the vector units, then added to the
+running sums in element order. It gives the state of the per-element ``accumulate_range`` bit for bit, at
+a fraction of its time: the in-order sums are all that is left element by element.
 
 Everything here is a module-level function so that Numba's on-disk cache hits in every new process
 (closures are keyed on their cells, which differ per process, so a closure recompiles every time), and the
 cache is keyed on every source the kernels are built from (_numba_cache.py).
 """
 import numba
+import numpy as np
 from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
+from ..stats.layout import (
+    F_MAX_ABS, F_MAX_REL, F_MAX_ULP, F_R_M2, F_R_MAX, F_R_MEAN, F_R_MIN, F_SUM_ABS, F_SUM_D2, F_SUM_R2,
+    F_SUM_REL, F_SUM_RT, F_SUM_T2, F_SUM_ULP, F_T_M2, F_T_MAX, F_T_MEAN, F_T_MIN, I_ARGMAX, I_MISMATCH, I_N,
+    I_NF, I_NR, I_NT, I_OVERFLOW, I_UNDERFLOW, NB,
+)
 from . import _numba_build, _numba_cache
 
 CACHE = _numba_cache.install()  # else no disk cache: a stale one could hold code of older sources
@@ -40,7 +51,10 @@ def i64_as_f64(typingctx, x):
     return types.float64(x), codegen
 
 
-_jit = numba.njit(nogil=True, cache=CACHE)
+# error_model="numpy": a float division by zero gives Inf/NaN instead of raising. The kernels never divide
+# by zero (the relative error's denominator is at least rel_floor > 0), so results are the same, but
+# without the check (a possible exception) the compiler can vectorize the loop that holds the division.
+_jit = numba.njit(nogil=True, cache=CACHE, error_model="numpy")
 
 
 @_jit
@@ -49,10 +63,277 @@ def hist_add(hist, b):
 
 
 _compiled = _numba_build.compile_for(_jit, f64_as_i64=f64_as_i64, i64_as_f64=i64_as_f64, hist_add=hist_add)
-accumulate_range = _compiled.accumulate_range
+accumulate_range = _compiled.accumulate_range  # the per-element loop: what accumulate_blocks must equal
 merge_into = _compiled.merge_into
+load = _compiled.load
+unpack_params = _compiled.unpack_params
+side_moments = _compiled.side_moments
+first_finite = _compiled.first_finite
+side_terms = _compiled.side_terms
+range_risk = _compiled.range_risk
+pair_terms = _compiled.pair_terms
+reset_nonfinite = _compiled.reset_nonfinite
+count_nonfinite = _compiled.count_nonfinite
+
+# ---- the blocked loop ------------------------------------------------------------------------------------
+BLOCK = 256  # elements a block: its scratch rows (9 x 256 x 8 bytes) stay in the L1 cache
+F_ROWS = 7  # float64 scratch rows:
+RV, TV, R_DEV, T_DEV, ABS_D, REL, ULPS = range(F_ROWS)
+I_ROWS = 2  # int64 scratch rows:
+BIN, ABS_KEY = range(I_ROWS)
+KEY_MAX = np.iinfo(np.int64).max
+KEY_MIN = np.iinfo(np.int64).min
+SIGN_FLIP = np.iinfo(np.int64).max  # the bits order_key flips in negative numbers
 
 
+@_jit
+def order_key(x):
+    """An int64 ordered like the (non-NaN) float64 ``x``, -0.0 just below +0.0.
+
+    The compiler vectorizes integer maxima and minima; floating-point ones it would only reorder under
+    fast-math flags, which may change results.
+    """
+    bits = f64_as_i64(x)
+    return bits ^ ((bits >> 63) & SIGN_FLIP)
+
+
+@_jit
+def key_value(key):
+    """The float64 whose ``order_key`` is ``key`` (the map is its own inverse on the bits); KEY_MAX and
+    KEY_MIN give a NaN, which never replaces a running min or max."""
+    return i64_as_f64(key ^ ((key >> 63) & SIGN_FLIP))
+
+
+@_jit
+def first_zero(values, table, decode, lo, m):
+    """The first +0.0 or -0.0 among elements lo, ..., lo + m - 1 (0.0 if none)."""
+    for pos in range(lo, lo + m):
+        v = load(values, table, decode, pos)
+        if v == 0.0:
+            return v
+    return 0.0
+
+
+@_jit
+def merge_min(current, key, values, table, decode, lo, m):
+    """``min`` over current and then a block's finite elements, whose smallest order key is ``key``.
+
+    The element loop's ``min`` keeps its running value unless an element compares smaller, so it returns
+    the first element equal to the minimum. Equal but different floats are only +0.0 and -0.0: when the
+    block's minimum is a zero below ``current``, the first zero of the block is the answer.
+    """
+    value = key_value(key)
+    if value < current:
+        return first_zero(values, table, decode, lo, m) if value == 0.0 else value
+    return current
+
+
+@_jit
+def merge_max(current, key, values, table, decode, lo, m):
+    """``max`` over current and then a block's finite elements, whose largest order key is ``key`` (as
+    ``merge_min``)."""
+    value = key_value(key)
+    if value > current:
+        return first_zero(values, table, decode, lo, m) if value == 0.0 else value
+    return current
+
+
+@_jit
+def first_with_key(keys, m, key):
+    """The first j < m with keys[j] == key (m if none)."""
+    for j in range(m):
+        if keys[j] == key:
+            return j
+    return m
+
+
+@_jit
+def decode_block(values, table, decode, lo, m, out):
+    """out[j] = element lo + j as float64.
+
+    The position is unsigned: a signed index makes Numba wrap negative ones around, which costs
+    instructions on every element and keeps the compiler from vectorizing the loop over a contiguous array.
+    """
+    for j in range(m):
+        out[j] = load(values, table, decode, np.uint64(lo + j))
+
+
+@_jit
+def count_nonfinite_block(ref, test, table_r, table_t, decode_r, decode_t, lo, m, base, out_i):
+    """count_nonfinite for every pair of the block with a NaN or ±Inf."""
+    for pos in range(lo, lo + m):
+        rv = load(ref, table_r, decode_r, pos)
+        tv = load(test, table_t, decode_t, pos)
+        if not (abs(rv) < np.inf and abs(tv) < np.inf):
+            count_nonfinite(rv, tv, pos - base, out_i)
+
+
+@_jit
+def accumulate_blocks(ref, test, table_r, table_t, decode_r, decode_t, start, stop, base, p,
+                      out_i, out_f, hist):
+    """``accumulate_range`` over start, ..., stop - 1 (step 1), block by block, to the same bits.
+
+    A block of BLOCK elements is read in passes over small scratch rows:
+
+    1. decode both sides to float64;
+    2. every element's terms (side_terms, range_risk, pair_terms) into the rows. Its only loop-carried
+       values are integers (counts, and extremes as order keys), so the compiler vectorizes it;
+    3. the pairs with a NaN or ±Inf, if the block has any (count_nonfinite);
+    4. the sums, element after element: floating-point addition is not associative, so they are added in
+       the element loop's order, which is what makes the state bit-identical to it.
+
+    Extremes follow the element loop's rules: the first index among equal maxima of |d|, and for
+    min/max the first of equal values (merge_min). The relative errors and ULPs are never NaN or -0.0,
+    so their maxima have the same bits in any order.
+    """
+    atol, rtol, rel_floor, precision, emin, emax, overflow_at, underflow_at = unpack_params(p)
+    reset_nonfinite(out_i)
+    nf = 0
+    mismatch = 0
+    argmax = -1
+    overflow = 0
+    underflow = 0
+    no_abs_key = order_key(-1.0)  # max |d| starts at -1.0: no finite pair yet
+    max_abs_key = no_abs_key
+    max_rel_key = 0
+    max_ulp_key = 0
+    sum_abs = 0.0
+    sum_d2 = 0.0
+    sum_r2 = 0.0
+    sum_t2 = 0.0
+    sum_rt = 0.0
+    sum_rel = 0.0
+    sum_ulp = 0.0
+    r_n = 0
+    r_shift = first_finite(ref, table_r, decode_r, start, stop, 1)
+    r_s1 = 0.0
+    r_s2 = 0.0
+    r_min = np.inf
+    r_max = -np.inf
+    t_n = 0
+    t_shift = first_finite(test, table_t, decode_t, start, stop, 1)
+    t_s1 = 0.0
+    t_s2 = 0.0
+    t_min = np.inf
+    t_max = -np.inf
+
+    rows = np.empty((F_ROWS, BLOCK))
+    rv_row, tv_row, r_dev_row, t_dev_row = rows[RV], rows[TV], rows[R_DEV], rows[T_DEV]
+    abs_row, rel_row, ulps_row = rows[ABS_D], rows[REL], rows[ULPS]
+    int_rows = np.empty((I_ROWS, BLOCK), dtype=np.int64)
+    bin_row, key_row = int_rows[BIN], int_rows[ABS_KEY]
+    counts = np.zeros(NB + 1, dtype=np.int64)  # the histogram, plus a slot for NO_BIN
+
+    for lo in range(start, stop, BLOCK):
+        m = min(BLOCK, stop - lo)
+        # 1. decode
+        decode_block(ref, table_r, decode_r, lo, m, rv_row)
+        decode_block(test, table_t, decode_t, lo, m, tv_row)
+
+        block_r_n = 0
+        block_t_n = 0
+        block_nf = 0
+        block_abs_key = no_abs_key
+        r_lo = KEY_MAX
+        r_hi = KEY_MIN
+        t_lo = KEY_MAX
+        t_hi = KEY_MIN
+        for j in range(m):  # 2. terms (vectorized)
+            rv = rv_row[j]
+            tv = tv_row[j]
+            r_finite, r_dev, r_value = side_terms(rv, r_shift)
+            t_finite, t_dev, t_value = side_terms(tv, t_shift)
+            finite = r_finite & t_finite
+            overflows, underflows = range_risk(rv, r_finite, overflow_at, underflow_at)
+            abs_d, rel, ulps, mismatches, b = pair_terms(rv, tv, finite, atol, rtol, rel_floor, precision,
+                                                         emin, emax)
+            block_r_n += r_finite
+            block_t_n += t_finite
+            block_nf += finite
+            overflow += overflows
+            underflow += underflows
+            mismatch += mismatches
+            r_key = order_key(r_value)
+            t_key = order_key(t_value)
+            r_lo = min(r_lo, r_key if r_finite else KEY_MAX)
+            r_hi = max(r_hi, r_key if r_finite else KEY_MIN)
+            t_lo = min(t_lo, t_key if t_finite else KEY_MAX)
+            t_hi = max(t_hi, t_key if t_finite else KEY_MIN)
+            abs_key = order_key(abs_d) if finite else no_abs_key
+            block_abs_key = max(block_abs_key, abs_key)
+            max_rel_key = max(max_rel_key, order_key(rel))
+            max_ulp_key = max(max_ulp_key, order_key(ulps))
+            rv_row[j] = rv if finite else 0.0  # the pair's r and t for sum_r2, sum_t2, sum_rt
+            tv_row[j] = tv if finite else 0.0
+            r_dev_row[j] = r_dev
+            t_dev_row[j] = t_dev
+            abs_row[j] = abs_d
+            rel_row[j] = rel
+            ulps_row[j] = ulps
+            bin_row[j] = b
+            key_row[j] = abs_key
+
+        r_n += block_r_n
+        t_n += block_t_n
+        nf += block_nf
+        r_min = merge_min(r_min, r_lo, ref, table_r, decode_r, lo, m)
+        r_max = merge_max(r_max, r_hi, ref, table_r, decode_r, lo, m)
+        t_min = merge_min(t_min, t_lo, test, table_t, decode_t, lo, m)
+        t_max = merge_max(t_max, t_hi, test, table_t, decode_t, lo, m)
+        if block_abs_key > max_abs_key:  # strictly: an earlier block keeps an equal maximum
+            max_abs_key = block_abs_key
+            argmax = lo + first_with_key(key_row, m, block_abs_key) - base
+        if block_nf < m:  # 3. NaN and Inf
+            count_nonfinite_block(ref, test, table_r, table_t, decode_r, decode_t, lo, m, base, out_i)
+
+        for j in range(m):  # 4. sums, in element order
+            r_dev = r_dev_row[j]
+            r_s1 += r_dev
+            r_s2 += r_dev * r_dev
+            t_dev = t_dev_row[j]
+            t_s1 += t_dev
+            t_s2 += t_dev * t_dev
+            abs_d = abs_row[j]
+            rv = rv_row[j]
+            tv = tv_row[j]
+            sum_abs += abs_d
+            sum_d2 += abs_d * abs_d
+            sum_r2 += rv * rv
+            sum_t2 += tv * tv
+            sum_rt += rv * tv
+            sum_rel += rel_row[j]
+            sum_ulp += ulps_row[j]
+            counts[bin_row[j]] += 1
+
+    for b in range(NB):
+        hist[b] += counts[b]
+    out_i[I_N] = max(stop - start, 0)
+    out_i[I_NF] = nf
+    out_i[I_MISMATCH] += mismatch
+    out_i[I_ARGMAX] = argmax
+    out_i[I_OVERFLOW] = overflow
+    out_i[I_UNDERFLOW] = underflow
+    out_i[I_NR] = r_n
+    out_i[I_NT] = t_n
+    out_f[F_MAX_ABS] = key_value(max_abs_key)
+    out_f[F_SUM_ABS] = sum_abs
+    out_f[F_SUM_D2] = sum_d2
+    out_f[F_SUM_R2] = sum_r2
+    out_f[F_SUM_T2] = sum_t2
+    out_f[F_SUM_RT] = sum_rt
+    out_f[F_MAX_REL] = key_value(max_rel_key)
+    out_f[F_SUM_REL] = sum_rel
+    out_f[F_MAX_ULP] = key_value(max_ulp_key)
+    out_f[F_SUM_ULP] = sum_ulp
+    out_f[F_R_MIN] = r_min
+    out_f[F_R_MAX] = r_max
+    out_f[F_R_MEAN], out_f[F_R_M2] = side_moments(r_n, r_shift, r_s1, r_s2)
+    out_f[F_T_MIN] = t_min
+    out_f[F_T_MAX] = t_max
+    out_f[F_T_MEAN], out_f[F_T_M2] = side_moments(t_n, t_shift, t_s1, t_s2)
+
+
+# ---- parallel drivers ------------------------------------------------------------------------------------
 @numba.njit(parallel=True, cache=CACHE)
 def reduce_tiles(refs, tests, table_f16, table_bf16, decode, params, tile_pair, tile_start, tile_stop,
                  i_rows, f_rows, h_rows):
@@ -61,8 +342,8 @@ def reduce_tiles(refs, tests, table_f16, table_bf16, decode, params, tile_pair, 
         p = tile_pair[t]
         table_r = table_f16 if decode[p, 0] == 1 else table_bf16
         table_t = table_f16 if decode[p, 1] == 1 else table_bf16
-        accumulate_range(refs[p], tests[p], table_r, table_t, decode[p, 0] != 0, decode[p, 1] != 0,
-                         tile_start[t], tile_stop[t], 1, 0, params[p], i_rows[t], f_rows[t], h_rows[t])
+        accumulate_blocks(refs[p], tests[p], table_r, table_t, decode[p, 0] != 0, decode[p, 1] != 0,
+                          tile_start[t], tile_stop[t], 0, params[p], i_rows[t], f_rows[t], h_rows[t])
 
 
 @numba.njit(parallel=True, cache=CACHE)
