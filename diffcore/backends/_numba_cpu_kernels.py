@@ -334,15 +334,49 @@ def accumulate_blocks(ref, test, table_r, table_t, decode_r, decode_t, start, st
 
 
 # ---- parallel drivers ------------------------------------------------------------------------------------
+@intrinsic
+def view_as(typingctx, witness, address, size, stride):
+    """A 1-D array (layout 'A') of ``witness``'s dtype: ``size`` elements at ``address``, ``stride`` bytes apart.
+
+    The operands reach the driver as addresses in an int64 table rather than in a ``numba.typed.List``:
+    Numba compiles a typed list's methods anew in every process (about 0.6 s), a table costs nothing.
+    The caller keeps the arrays alive for the call.
+    """
+    if not isinstance(witness, types.Array) or not all(
+            isinstance(arg, types.Integer) for arg in (address, size, stride)):
+        return None
+    array_type = types.Array(witness.dtype, 1, "A")
+
+    def codegen(context, builder, signature, args):
+        from numba.np.arrayobj import make_array, populate_array
+
+        _, ptr, count, step = args
+        element = context.get_data_type(witness.dtype)
+        ary = make_array(array_type)(context, builder)
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(element))
+        populate_array(ary, data=builder.inttoptr(ptr, element.as_pointer()), shape=[count], strides=[step],
+                       itemsize=itemsize, meminfo=None)
+        return ary._getvalue()
+
+    return array_type(witness, types.int64, types.int64, types.int64), codegen
+
+
+# operand table columns (int64): the two operands' addresses and byte strides, and the pair's element count
+O_PTR_R, O_STRIDE_R, O_PTR_T, O_STRIDE_T, O_SIZE = range(5)
+
+
 @numba.njit(parallel=True, cache=CACHE)
-def reduce_tiles(refs, tests, table_f16, table_bf16, decode, params, tile_pair, tile_start, tile_stop,
-                 i_rows, f_rows, h_rows):
-    """One parallel pass over the work table: tile t reduces into state row t."""
+def reduce_tiles(like_r, like_t, operands, table_f16, table_bf16, decode, params, tile_pair, tile_start,
+                 tile_stop, i_rows, f_rows, h_rows):
+    """One parallel pass over the work table: tile t reduces into state row t. ``like_r``/``like_t`` are
+    empty arrays of the operands' storage dtypes (one compilation per dtype pair)."""
     for t in prange(tile_pair.size):
         p = tile_pair[t]
+        ref = view_as(like_r, operands[p, O_PTR_R], operands[p, O_SIZE], operands[p, O_STRIDE_R])
+        test = view_as(like_t, operands[p, O_PTR_T], operands[p, O_SIZE], operands[p, O_STRIDE_T])
         table_r = table_f16 if decode[p, 0] == 1 else table_bf16
         table_t = table_f16 if decode[p, 1] == 1 else table_bf16
-        accumulate_blocks(refs[p], tests[p], table_r, table_t, decode[p, 0] != 0, decode[p, 1] != 0,
+        accumulate_blocks(ref, test, table_r, table_t, decode[p, 0] != 0, decode[p, 1] != 0,
                           tile_start[t], tile_stop[t], 0, params[p], i_rows[t], f_rows[t], h_rows[t])
 
 

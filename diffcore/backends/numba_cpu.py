@@ -31,15 +31,12 @@ def _tables():
     return _numba_build.decode_tables()
 
 
-def _typed_list(arrays):
-    from numba import typeof, types
-    from numba.typed import List
-
-    # One item type of layout 'A' for contiguous and strided views alike: one compilation per dtype pair.
-    out = List.empty_list(types.Array(typeof(arrays[0]).dtype, 1, "A"))
-    for a in arrays:
-        out.append(a)
-    return out
+def _operand_table(refs: list, tests: list) -> np.ndarray:
+    """The kernel's operand table: each pair's (address, byte stride) of both 1-D operands, and its size."""
+    table = np.zeros((len(refs), 5), dtype=np.int64)
+    for k, (ref, test) in enumerate(zip(refs, tests)):
+        table[k] = (ref.ctypes.data, ref.strides[0], test.ctypes.data, test.strides[0], ref.size)
+    return table
 
 
 def _tile_sizes(sizes, threads: int) -> np.ndarray:
@@ -85,10 +82,11 @@ class NumbaCpuBackend(Backend):
                            for j in jobs], dtype=np.int64)
         params = np.stack([job.params.vector() for job in jobs])
         i_rows, f_rows, h_rows = L.empty_rows(table.count)
-        reduce_tiles(_typed_list([np.asarray(j.ref.data) for j in jobs]),
-                     _typed_list([np.asarray(j.test.data) for j in jobs]),
-                     table_f16, table_bf16, decode, params, table.pair, table.start, table.stop,
-                     i_rows, f_rows, h_rows)
+        refs, tests = [np.asarray(j.ref.data) for j in jobs], [np.asarray(j.test.data) for j in jobs]
+        operands = _operand_table(refs, tests)  # addresses: refs and tests stay referenced until the call ends
+        like_r, like_t = np.empty(0, refs[0].dtype), np.empty(0, tests[0].dtype)  # dtype witnesses
+        reduce_tiles(like_r, like_t, operands, table_f16, table_bf16, decode, params, table.pair,
+                     table.start, table.stop, i_rows, f_rows, h_rows)
         out_i, out_f, out_h = L.empty_rows(len(jobs))
         merge_pairs(table.first, i_rows, f_rows, h_rows, out_i, out_f, out_h)
         return [(out_i[k], out_f[k], out_h[k]) for k in range(len(jobs))]
