@@ -635,6 +635,9 @@ class OnnxRunner(Runner):
         # The arena keeps a run's peak activations allocated after it returns: right for the plain session
         # that runs again and again, a waste for an instrumented one that exposes hundreds of values once.
         options.enable_cpu_mem_arena = arena
+        # ORT's idle intra-op threads spin for more work by default, taking the cores from the statistics
+        # kernels that run between two ORT runs of a comparison.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             session = ort.InferenceSession(self._store.source(variant), options, providers=self.providers,
                                            disabled_optimizers=self._disabled_optimizers())
