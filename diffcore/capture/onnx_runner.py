@@ -808,9 +808,14 @@ class OnnxRunner(Runner):
         worst, name = self._instrumentation_change
         return (f"exposing intermediate values of {self.name} as outputs changed its outputs by up to "
                 f"{worst:.3g} (max |diff| on {name!r}) against an uninstrumented run: exposed values disable "
-                f"ONNX Runtime fusions and are stored in their declared dtype (ORT's CPU provider otherwise "
-                f"keeps some float16 values in float32 between ops), so captured values come from a slightly "
-                f"different computation")
+                f"ONNX Runtime fusions{self._half_note()}, so captured values come from a slightly different "
+                f"computation")
+
+    def _half_note(self) -> str:
+        if not any(t.elem_type == 10 for t in self.graph.types.values()):
+            return ""
+        return (" and are stored in their declared float16 (ORT's CPU provider otherwise keeps some float16 "
+                "values in float32 between the ops it runs in float32)")
 
     # -- local errors
 
