@@ -182,3 +182,24 @@ def test_a_float16_overflow_in_the_converted_onnx_model_is_localized(tmp_path, s
     assert "overflow" in first.cause and first.overflow_risk > 0
     later = [r for r in report.layers if r.index > first.index and r.new_nonfinite]
     assert later and all(r.status == "carried" for r in later)
+
+
+def test_two_onnx_models_are_compared_without_importing_torch(exports, tmp_path):
+    """torch takes about a second to import: an ONNX-only comparison (and its report) must not need it."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, **{k: v.numpy() for k, v in models.stack_inputs().items()})
+    path = exports["stack", "torchscript"]
+    code = ("import sys, numpy as np, diffcore\n"
+            f"data = dict(np.load({str(inputs)!r}))\n"
+            f"report = diffcore.compare({str(path)!r}, {str(path)!r}, data, test_dtype='float16')\n"
+            "report.to_json()\n"
+            "print(report.verdict, 'torch' in sys.modules, report.environment['torch'].get('note', ''))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    verdict, imported, note = done.stdout.split(maxsplit=2)
+    assert verdict == "pass" and imported == "False" and "not imported" in note

@@ -245,6 +245,16 @@ def test_capture_chunk_by_chunk_runs_each_node_once(transformer_path, inputs, mo
         np.testing.assert_allclose(chunked[key], at_once[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
+def test_a_segment_carries_only_its_own_weights(transformer_path, inputs):
+    with OnnxRunner(transformer_path) as r:
+        graph = r.graph
+        first = _module_probe(r.probes(inputs), "blocks.0.ln").key
+        ids = graph.needed_nodes([first], set(inputs))
+        segment = r._store.source(r._segment_variant(ids, r.prepare_inputs(inputs), [first]))
+        whole = r._store.source(r._store.variant())
+    assert isinstance(segment, bytes) and len(segment) < len(whole) / 4
+
+
 def test_instrumented_sessions_are_few(transformer_path, inputs):
     with OnnxRunner(transformer_path) as r:
         keys = [p.key for p in r.probes(inputs)]
