@@ -6,8 +6,10 @@ is re-run depends on the sides:
 
 - torch vs torch: forward pre-hooks record each module call's inputs on the reference; both runners then
   call that submodule on them.
-- ONNX vs ONNX: one teacher-forced run per side, in which every node reads the reference's value of each
-  matched input instead of its own producer's output.
+- ONNX vs ONNX: one teacher-forced run per side and chunk, of just the chunk's nodes, in which every node
+  reads the reference's value of each matched input instead of its own producer's output (rounded by Cast
+  nodes inside the graph). Where no input changes under the rounding, the reference layer's local output
+  is its captured value and its side is not re-run.
 - torch vs ONNX: the module's scope is cut out of the ONNX graph and fed the module's recorded inputs
   (matched by position and shape); costlier, so by default done around the first divergence.
 - recorded traces: no model to re-run; local errors are not available.
