@@ -1,7 +1,8 @@
 """The ``numba-cuda`` backend: one fused pass over both arrays on the GPU, the data never leaving the device.
 
-The kernel runs the same per-element source as numba-cpu (``_numba_source.accumulate_range``, compiled here
-with ``numba.cuda.jit(device=True)`` by ``_numba_build.compile_for``) and merges partial states with the same
+The kernel runs the shared per-element loop (``_numba_source.accumulate_range``, compiled here with
+``numba.cuda.jit(device=True)`` by ``_numba_build.compile_for``), whose per-element terms the numba-cpu
+blocked loop also uses (held bit-equal by tests), and merges partial states with the same
 ``stats.layout.merge_into``, so every statistic is still defined once.
 
 Launches per group of pairs (the pairs of one call that share a device and element types):
