@@ -24,6 +24,7 @@ _FUNCTIONS = [
     (source, "pow2"),
     (source, "ulps_at"),
     (source, "side_moments"),
+    (source, "store_state"),
     (source, "first_finite"),
     (source, "side_terms"),
     (source, "range_risk"),

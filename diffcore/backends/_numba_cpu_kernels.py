@@ -15,11 +15,7 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
-from ..stats.layout import (
-    F_MAX_ABS, F_MAX_REL, F_MAX_ULP, F_R_M2, F_R_MAX, F_R_MEAN, F_R_MIN, F_SUM_ABS, F_SUM_D2, F_SUM_R2,
-    F_SUM_REL, F_SUM_RT, F_SUM_T2, F_SUM_ULP, F_T_M2, F_T_MAX, F_T_MEAN, F_T_MIN, I_ARGMAX, I_MISMATCH, I_N,
-    I_NF, I_NR, I_NT, I_OVERFLOW, I_UNDERFLOW, NB,
-)
+from ..stats.layout import NB
 from . import _numba_build, _numba_cache
 
 CACHE = _numba_cache.install()  # else no disk cache: a stale one could hold code of older sources
@@ -67,7 +63,7 @@ accumulate_range = _compiled.accumulate_range  # the per-element loop: what accu
 merge_into = _compiled.merge_into
 load = _compiled.load
 unpack_params = _compiled.unpack_params
-side_moments = _compiled.side_moments
+store_state = _compiled.store_state
 first_finite = _compiled.first_finite
 side_terms = _compiled.side_terms
 range_risk = _compiled.range_risk
@@ -307,30 +303,10 @@ def accumulate_blocks(ref, test, table_r, table_t, decode_r, decode_t, start, st
 
     for b in range(NB):
         hist[b] += counts[b]
-    out_i[I_N] = max(stop - start, 0)
-    out_i[I_NF] = nf
-    out_i[I_MISMATCH] += mismatch
-    out_i[I_ARGMAX] = argmax
-    out_i[I_OVERFLOW] = overflow
-    out_i[I_UNDERFLOW] = underflow
-    out_i[I_NR] = r_n
-    out_i[I_NT] = t_n
-    out_f[F_MAX_ABS] = key_value(max_abs_key)
-    out_f[F_SUM_ABS] = sum_abs
-    out_f[F_SUM_D2] = sum_d2
-    out_f[F_SUM_R2] = sum_r2
-    out_f[F_SUM_T2] = sum_t2
-    out_f[F_SUM_RT] = sum_rt
-    out_f[F_MAX_REL] = key_value(max_rel_key)
-    out_f[F_SUM_REL] = sum_rel
-    out_f[F_MAX_ULP] = key_value(max_ulp_key)
-    out_f[F_SUM_ULP] = sum_ulp
-    out_f[F_R_MIN] = r_min
-    out_f[F_R_MAX] = r_max
-    out_f[F_R_MEAN], out_f[F_R_M2] = side_moments(r_n, r_shift, r_s1, r_s2)
-    out_f[F_T_MIN] = t_min
-    out_f[F_T_MAX] = t_max
-    out_f[F_T_MEAN], out_f[F_T_M2] = side_moments(t_n, t_shift, t_s1, t_s2)
+    store_state(out_i, out_f, (max(stop - start, 0), nf, mismatch, argmax, overflow, underflow),
+                (key_value(max_abs_key), sum_abs, sum_d2, sum_r2, sum_t2, sum_rt, key_value(max_rel_key),
+                 sum_rel, key_value(max_ulp_key), sum_ulp),
+                (r_n, r_shift, r_s1, r_s2, r_min, r_max), (t_n, t_shift, t_s1, t_s2, t_min, t_max))
 
 
 # ---- parallel drivers ------------------------------------------------------------------------------------

@@ -175,6 +175,43 @@ def count_nonfinite(rv, tv, idx, out_i):
         out_i[I_MISMATCH] += 1
 
 
+def store_state(out_i, out_f, counts, pair_sums, ref_side, test_side):
+    """Write a range's reduction into its state rows (stats/layout.py): the one place every loop does.
+
+    counts: (n, nf, mismatch, argmax, overflow, underflow); mismatch is added to what count_nonfinite
+    already wrote. pair_sums: (max_abs, sum_abs, sum_d2, sum_r2, sum_t2, sum_rt, max_rel, sum_rel,
+    max_ulp, sum_ulp). ref_side, test_side: (count, shift, s1, s2, min, max) of the finite values.
+    """
+    n, nf, mismatch, argmax, overflow, underflow = counts
+    max_abs, sum_abs, sum_d2, sum_r2, sum_t2, sum_rt, max_rel, sum_rel, max_ulp, sum_ulp = pair_sums
+    r_n, r_shift, r_s1, r_s2, r_min, r_max = ref_side
+    t_n, t_shift, t_s1, t_s2, t_min, t_max = test_side
+    out_i[I_N] = n
+    out_i[I_NF] = nf
+    out_i[I_MISMATCH] += mismatch
+    out_i[I_ARGMAX] = argmax
+    out_i[I_OVERFLOW] = overflow
+    out_i[I_UNDERFLOW] = underflow
+    out_i[I_NR] = r_n
+    out_i[I_NT] = t_n
+    out_f[F_MAX_ABS] = max_abs
+    out_f[F_SUM_ABS] = sum_abs
+    out_f[F_SUM_D2] = sum_d2
+    out_f[F_SUM_R2] = sum_r2
+    out_f[F_SUM_T2] = sum_t2
+    out_f[F_SUM_RT] = sum_rt
+    out_f[F_MAX_REL] = max_rel
+    out_f[F_SUM_REL] = sum_rel
+    out_f[F_MAX_ULP] = max_ulp
+    out_f[F_SUM_ULP] = sum_ulp
+    out_f[F_R_MIN] = r_min
+    out_f[F_R_MAX] = r_max
+    out_f[F_R_MEAN], out_f[F_R_M2] = side_moments(r_n, r_shift, r_s1, r_s2)
+    out_f[F_T_MIN] = t_min
+    out_f[F_T_MAX] = t_max
+    out_f[F_T_MEAN], out_f[F_T_M2] = side_moments(t_n, t_shift, t_s1, t_s2)
+
+
 def accumulate_range(ref, test, table_r, table_t, decode_r, decode_t, start, stop, step, base, p,
                      out_i, out_f, hist):
     """Reduce elements start, start+step, ... < stop of one pair into the state rows out_i/out_f and ``hist``.
@@ -255,27 +292,6 @@ def accumulate_range(ref, test, table_r, table_t, decode_r, decode_t, start, sto
         mismatch += mismatches
         hist_add(hist, b)
 
-    out_i[I_N] = n
-    out_i[I_NF] = nf
-    out_i[I_MISMATCH] += mismatch
-    out_i[I_ARGMAX] = argmax
-    out_i[I_OVERFLOW] = overflow
-    out_i[I_UNDERFLOW] = underflow
-    out_i[I_NR] = r_n
-    out_i[I_NT] = t_n
-    out_f[F_MAX_ABS] = max_abs
-    out_f[F_SUM_ABS] = sum_abs
-    out_f[F_SUM_D2] = sum_d2
-    out_f[F_SUM_R2] = sum_r2
-    out_f[F_SUM_T2] = sum_t2
-    out_f[F_SUM_RT] = sum_rt
-    out_f[F_MAX_REL] = max_rel
-    out_f[F_SUM_REL] = sum_rel
-    out_f[F_MAX_ULP] = max_ulp
-    out_f[F_SUM_ULP] = sum_ulp
-    out_f[F_R_MIN] = r_min
-    out_f[F_R_MAX] = r_max
-    out_f[F_R_MEAN], out_f[F_R_M2] = side_moments(r_n, r_shift, r_s1, r_s2)
-    out_f[F_T_MIN] = t_min
-    out_f[F_T_MAX] = t_max
-    out_f[F_T_MEAN], out_f[F_T_M2] = side_moments(t_n, t_shift, t_s1, t_s2)
+    store_state(out_i, out_f, (n, nf, mismatch, argmax, overflow, underflow),
+                (max_abs, sum_abs, sum_d2, sum_r2, sum_t2, sum_rt, max_rel, sum_rel, max_ulp, sum_ulp),
+                (r_n, r_shift, r_s1, r_s2, r_min, r_max), (t_n, t_shift, t_s1, t_s2, t_min, t_max))
