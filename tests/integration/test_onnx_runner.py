@@ -524,3 +524,38 @@ def test_cuda_capture_stays_on_the_device(transformer_path, runner, inputs):
         exits = gpu.run_scope("blocks.0", feeds)
         block_out = _module_probe(gpu.probes(inputs), "blocks.0").key
         torch.testing.assert_close(exits[block_out], captured[block_out], rtol=1e-4, atol=1e-4)
+
+
+def _if_model():
+    """x -> Relu -> a; If(cond) reads a from the outer scope (a + 1 or a - 1) -> b; b * 2 -> y."""
+    from onnx import TensorProto as T
+    from onnx import helper
+
+    one = helper.make_tensor("one", T.FLOAT, [], [1.0])
+    branch = {name: helper.make_graph([helper.make_node(op, ["a", "one"], [f"{name}_out"])], name, [],
+                                      [helper.make_tensor_value_info(f"{name}_out", T.FLOAT, None)])
+              for name, op in (("then", "Add"), ("else", "Sub"))}
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="relu"),
+             helper.make_node("If", ["cond"], ["b"], name="if", then_branch=branch["then"],
+                              else_branch=branch["else"]),
+             helper.make_node("Mul", ["b", "two"], ["y"], name="mul")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", T.FLOAT, [3]),
+                                           helper.make_tensor_value_info("cond", T.BOOL, [])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [3])],
+                              initializer=[one, helper.make_tensor("two", T.FLOAT, [], [2.0])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_segments_follow_values_read_inside_subgraphs():
+    feed = {"x": np.array([-1.0, 0.5, 2.0], np.float32), "cond": np.array(True)}
+    with OnnxRunner(_if_model()) as r:
+        graph = r.graph
+        relu, branch = graph.producer["a"], graph.producer["b"]
+        assert graph.cut_values([relu]) == ["a"]  # read inside the If's branch: a later segment needs it
+        assert graph.needed_nodes(["b"], {"x", "cond", "a"}) == [branch]
+        assert graph.segment_entries([branch]) == ["cond", "a"]
+        captured = r.capture(feed, ["a", "b"])
+        forced = r.teacher_forced(feed, {"a": np.array([10.0, 20.0, 30.0], np.float32)}, ["b"])
+    np.testing.assert_array_equal(captured["a"], [0.0, 0.5, 2.0])
+    np.testing.assert_array_equal(captured["b"], [1.0, 1.5, 3.0])
+    np.testing.assert_array_equal(forced["b"], [11.0, 21.0, 31.0])  # the branch read the fed value
