@@ -78,8 +78,9 @@ def build_transformer(cfg: dict):
 
         def forward(self, input_ids, attention_mask):
             batch, seq = input_ids.shape
-            x = self.tok(input_ids) + self.pos(torch.arange(seq))
-            bias = (1.0 - attention_mask[:, None, None, :].float()) * -1e4  # padded keys get -1e4
+            x = self.tok(input_ids) + self.pos(torch.arange(seq, device=input_ids.device))
+            # padded keys get -1e4, in x's dtype (a float16 copy of the model runs on the GPU in bench/gpu.py)
+            bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * -1e4
             bias = bias.expand(batch, self.heads, seq, seq).reshape(batch * self.heads, seq, seq)
             for block in self.blocks:
                 x = block(x, src_mask=bias)
