@@ -464,9 +464,7 @@ class OnnxRunner(Runner):
         self._plain_session = None
         self._plain: OrderedDict = OrderedDict()  # uninstrumented outputs of the last inputs, by digest
         self._instrumentation_change = None  # (largest |diff| on an output, its name)
-        self._cuts: dict = {}  # values earlier segments computed that later nodes read (for _cuts_digest)
-        self._cuts_digest = None
-        self._executed: set = set()  # nodes run in a segment for those inputs
+        self._reset_cuts()
 
     def __repr__(self) -> str:
         return f"OnnxRunner({self.description})"
@@ -723,8 +721,13 @@ class OnnxRunner(Runner):
         """The cut values held for these inputs (emptied when the inputs change)."""
         digest = _digest(feed)
         if digest != self._cuts_digest:
-            self._cuts, self._executed, self._cuts_digest = {}, set(), digest
+            self._reset_cuts(digest)
         return self._cuts
+
+    def _reset_cuts(self, digest: str | None = None) -> None:
+        self._cuts: dict = {}  # values earlier segments computed that later nodes read (for _cuts_digest)
+        self._executed: set = set()  # nodes run in a segment for those inputs
+        self._cuts_digest = digest
 
     def _run_segment(self, feed: Mapping, cuts: dict, todo: list) -> dict:
         """Run the nodes ``todo`` needs from ``feed`` and ``cuts``; keep the new cut values in ``cuts``."""
@@ -841,10 +844,10 @@ class OnnxRunner(Runner):
         ids = graph.needed_nodes(wanted, set(feed) | set(feeds))
         read = [n for n in dict.fromkeys(n for i in ids for n in graph.inputs_of[i]) if n in feeds]
         chains = {n: self._cast_chain(n, _dtype_of(feeds[n]), rounding.get(n)) for n in read}
-        run_feed = {chain[0].input[0] if chain else _alias(n, graph): feeds[n] for n, chain in chains.items()}
+        run_feed = {entry: feeds[n] for n, (entry, _, _) in chains.items()}
         run_feed.update((n, feed[n]) for n in graph.segment_entries(ids) if n in feed and n not in feeds)
-        rename = {n: chain[-1].output[0] if chain else _alias(n, graph) for n, chain in chains.items()}
-        casts = [node for chain in chains.values() for node in chain]
+        rename = {n: read_as for n, (_, read_as, _) in chains.items()}
+        casts = [node for _, _, nodes in chains.values() for node in nodes]
         signature = tuple((n, _dtype_of(feeds[n]), rounding.get(n)) for n in read)
         session = self._session(("teacher", tuple(ids), signature, tuple(wanted)),
                                 lambda: self._segment_variant(ids, run_feed, wanted, casts, rename))
@@ -852,8 +855,9 @@ class OnnxRunner(Runner):
         return {k: values[k] if k in values else self._as_read(k, feeds, rounding) if k in feeds else feed[k]
                 for k in keys}
 
-    def _cast_chain(self, name: str, given: str, rounding: str | None) -> list:
-        """Cast nodes taking a fed value of dtype ``given`` through ``rounding`` to ``name``'s dtype here."""
+    def _cast_chain(self, name: str, given: str, rounding: str | None) -> tuple:
+        """(graph input, the name its readers read, Cast nodes between): a fed value of dtype ``given``
+        taken through ``rounding`` to ``name``'s dtype here."""
         onnx = require("onnx")
         alias = _alias(name, self.graph)
         steps = [rounding] if rounding and rounding != given else []
@@ -866,7 +870,7 @@ class OnnxRunner(Runner):
             nodes.append(onnx.helper.make_node("Cast", [source], [target], to=_ELEM_OF_DTYPE[dtype],
                                                name=f"{target}::cast"))
             source = target
-        return nodes
+        return alias, source, nodes
 
     def _as_read(self, name: str, feeds: Mapping, rounding: Mapping):
         """A fed graph input as this model reads it (rounded, then in its dtype), for keys that name it."""
@@ -934,7 +938,7 @@ class OnnxRunner(Runner):
         self._sessions.clear()
         self._plain_session = None
         self._plain.clear()
-        self._cuts, self._executed, self._cuts_digest = {}, set(), None
+        self._reset_cuts()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
