@@ -175,7 +175,7 @@ def ort_zero_copy() -> dict:
     import numpy as np
     import torch
 
-    from diffcore.capture.onnx_runner import _from_ortvalue
+    from diffcore.capture.onnx.binding import _from_ortvalue
 
     value = ort.OrtValue.ortvalue_from_numpy(np.ones(1 << 20, np.float32), "cuda", 0)
     tensor = _from_ortvalue(value, 0)

@@ -145,7 +145,7 @@ def export_pair(kind: str, cfg: dict, inputs: dict, folder: Path) -> dict:
     import onnx
     import torch
 
-    from diffcore.capture.onnx_runner import to_float16  # the conversion diffcore does for test_dtype=float16
+    from diffcore.capture.onnx import to_float16  # the conversion diffcore does for test_dtype=float16
 
     model, a, b = BUILDERS[kind](cfg), folder / f"{kind}-A.onnx", folder / f"{kind}-B.onnx"
     with warnings.catch_warnings():
@@ -161,7 +161,7 @@ def export_pair(kind: str, cfg: dict, inputs: dict, folder: Path) -> dict:
 def activation_bytes(path: str, inputs: dict) -> int:
     """Bytes of every float value the model computes (its intermediate and output activations), measured by
     capturing them all at once (shape inference leaves some shapes unknown, e.g. after a computed Expand)."""
-    from diffcore.capture.onnx_runner import OnnxRunner
+    from diffcore.capture.onnx import OnnxRunner
 
     with OnnxRunner(path) as runner:
         values = runner.capture(inputs, [p.key for p in runner.probes(inputs)])

@@ -54,7 +54,7 @@ def _is_torch_module(obj) -> bool:
 
 
 def _onnx_runner(model, dtype, providers, keep_io_types, role):
-    from .capture.onnx_runner import OnnxRunner
+    from .capture.onnx import OnnxRunner
 
     if dtype not in (None, "float32", "float16"):
         raise DiffcoreError(f"{role}: converting an ONNX model to {dtype} is not supported (onnxconverter-common "

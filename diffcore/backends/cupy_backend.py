@@ -56,11 +56,24 @@ COMPILE_OPTIONS = ("--std=c++17", "--fmad=false")
 KERNEL_PACKAGE = "diffcore._kernels"
 
 
+def _kernel_folder():
+    """Where drift.cu/drift.cuh are: the installed ``diffcore._kernels``, else (a source checkout on
+    PYTHONPATH, as on a GPU host that installs nothing) the repository's kernels/ folder."""
+    from importlib import resources
+    from pathlib import Path
+
+    try:
+        return resources.files(KERNEL_PACKAGE)
+    except ModuleNotFoundError:
+        folder = Path(__file__).resolve().parents[2] / "kernels"
+        if not (folder / "drift.cu").is_file():
+            raise InternalError(f"the CUDA sources are missing: no {KERNEL_PACKAGE} and no {folder}") from None
+        return folder
+
+
 def kernel_source() -> str:
     """The CUDA C source compiled by NVRTC: drift.cu with drift.cuh inlined (no include path needed)."""
-    from importlib import resources
-
-    folder = resources.files(KERNEL_PACKAGE)
+    folder = _kernel_folder()
     header = folder.joinpath("drift.cuh").read_text(encoding="utf-8")
     body = folder.joinpath("drift.cu").read_text(encoding="utf-8")
     include = '#include "drift.cuh"'

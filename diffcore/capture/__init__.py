@@ -1,6 +1,6 @@
 """Capturing intermediate tensors: torch hooks, ONNX Runtime outputs, recorded traces.
 
-The runners import their frameworks lazily: ``from diffcore.capture.onnx_runner import OnnxRunner``.
+The runners import their frameworks lazily: ``from diffcore.capture.onnx import OnnxRunner``.
 """
 from .base import InputSpec, Probe, Runner
 

@@ -14,8 +14,8 @@ pytest.importorskip("onnxscript")  # the dynamo exporter needs it
 
 from torch import nn  # noqa: E402
 
-from diffcore.capture import onnx_runner  # noqa: E402
-from diffcore.capture.onnx_runner import OnnxRunner  # noqa: E402
+from diffcore.capture.onnx import store as onnx_store  # noqa: E402
+from diffcore.capture.onnx import OnnxRunner  # noqa: E402
 from diffcore.demo import Block  # noqa: E402
 from diffcore.errors import DiffcoreError  # noqa: E402
 
@@ -404,7 +404,7 @@ def test_a_model_proto_given_is_not_modified(transformer_path, inputs):
 def test_external_weights_path_gives_the_same_values(transformer_path, runner, inputs, monkeypatch):
     """Past the inline limit weights go once to a temporary external-data file; nothing is written beside
     the user's model, and close() removes the temporary folder."""
-    monkeypatch.setattr(onnx_runner, "_INLINE_LIMIT", 0)
+    monkeypatch.setattr(onnx_store, "_INLINE_LIMIT", 0)
     beside = sorted(p.name for p in transformer_path.parent.iterdir())
     r = OnnxRunner(transformer_path)
     keys = [p.key for p in r.probes(inputs)]

@@ -24,7 +24,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 
-from ..errors import DiffcoreError, format_choices
+from ...errors import DiffcoreError, format_choices
 
 __all__ = ["GraphIndex", "ValueType", "dtype_name", "FLOAT_DTYPES"]
 

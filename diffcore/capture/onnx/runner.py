@@ -1,0 +1,454 @@
+"""The ONNX Runtime side of a comparison: probes from the graph, captures by exposing values as outputs.
+
+How values are captured: a run computes a *segment*, the nodes the requested values need, with those
+values (and the cut values later nodes will read) as its graph outputs. Segments start from the inputs and
+from the cut values earlier segments left, so capturing a graph chunk by chunk costs about one forward pass
+and memory holds one chunk. Exposing an intermediate stops ORT from fusing across it, so the model outputs
+computed that way are compared with an uninstrumented run's and any difference is reported in ``warnings``.
+
+Variants are cheap: the model is held as a weightless *skeleton* plus its large initializers serialized
+once; a variant is the skeleton edited and serialized, followed by those bytes (protobuf merges the two
+messages, appending the initializers). Past ~1.5 GiB of weights the initializers go once to an external-data
+file in a temporary folder instead, and variants are small files beside it.
+
+Local errors: ``teacher_forced`` runs a segment whose chosen node inputs read new graph inputs carrying
+reference values (rounded by Cast nodes inside the graph);
+``run_scope`` runs the subgraph of one torch module's scope on given entry values.
+
+On CUDA (``CUDAExecutionProvider``) inputs and outputs go through IOBinding and captured values stay on the
+device, handed out zero-copy as torch tensors (DLPack), or as CuPy arrays / OrtValues without torch.
+"""
+from __future__ import annotations
+
+import re
+import tempfile
+from collections import OrderedDict
+from collections.abc import Collection, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..._deps import require
+from ...errors import DiffcoreError, format_choices
+from ..base import InputSpec, Probe, Runner
+from .binding import _run_bound
+from .convert import to_float16
+from .edits import _check_shape, _input_specs, _known, _rename_inputs, _set_dims, _Spec, _trim, _value_info
+from .forcing import LocalRuns
+from .graph import GraphIndex, ValueType, read_types
+from .loading import CPU, _bound_device, _check_providers, _load_model, _provider_names
+from .store import _ModelStore
+from .values import (ORT_TYPES, _bitwise_equal, _digest, _elem_type, _kind_of, _max_abs_diff, _np_dtype,
+                     _to_numpy)
+
+__all__ = ["OnnxRunner"]
+
+_ORT_NODE = re.compile(r"Name:\s*'([^']*)'")
+
+
+class OnnxRunner(LocalRuns, Runner):
+    """Runs an ONNX model with ONNX Runtime and captures any of its values.
+
+    Args:
+        model: path of a ``.onnx`` file (external data is read from beside it) or an ``onnx.ModelProto``.
+        providers: ONNX Runtime execution providers (names or ``(name, options)``); default CPU.
+        float16: convert the model to float16 first (onnxconverter-common) — diffcore's way to make a
+            "converted" test model.
+        keep_io_types: with ``float16``, keep float32 model inputs and outputs (Casts are inserted).
+        name: a short name for reports; default the file name.
+
+    Raises:
+        DiffcoreError: the file is missing or not ONNX, a provider is unavailable, conversion failed.
+    """
+
+    kind = "onnx"
+    # Instrumented sessions hold the weights and, with ORT's CPU arena, their peak activations; a comparison
+    # captures each chunk's key set once, so keeping more than a couple only holds memory.
+    max_cached_sessions = 2
+
+    def __init__(self, model, *, providers=None, float16=False, keep_io_types=True, name=None):
+        require("onnxruntime", "running ONNX models")
+        proto, label = _load_model(model)
+        if float16:
+            proto = to_float16(proto, keep_io_types)
+        self.providers = _check_providers(providers)
+        self.name = name or (Path(label).name if isinstance(model, (str, Path)) else label)
+        fp16 = f", float16 (keep_io_types={keep_io_types})" if float16 else ""
+        self.description = f"ONNX {label} on {', '.join(_provider_names(self.providers))}{fp16}"
+        self.warnings: list = []
+        self._bound = _bound_device(self.providers)  # IOBinding target, or None for plain runs
+        self._tmp = None
+        self._specs = _input_specs(proto.graph)
+        self._store = _ModelStore(proto, self._tempdir)
+        del proto
+        self._graph = None
+        self._shape_cache: OrderedDict = OrderedDict()
+        self._sessions: OrderedDict = OrderedDict()
+        self._plain_session = None
+        self._plain: OrderedDict = OrderedDict()  # uninstrumented outputs of the last inputs, by digest
+        self._instrumentation_change = None  # (largest |diff| on an output, its name)
+        self._reset_cuts()
+
+    def __repr__(self) -> str:
+        return f"OnnxRunner({self.description})"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- graph
+
+    def _tempdir(self) -> str:
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="diffcore-onnx-")
+        return self._tmp.name
+
+    @property
+    def graph(self) -> GraphIndex:
+        """The analysed graph (built on first use: shape inference and scope analysis)."""
+        if self._graph is None:
+            types = self._infer_types(None)
+            self._graph = GraphIndex(self._store.skeleton, self._store.initializer_names, types, self.name)
+            self._fill_unknown_types(self._graph)
+        return self._graph
+
+    def _infer_types(self, input_shapes) -> dict:
+        """ONNX shape inference on the skeleton, with graph inputs fixed to ``input_shapes`` if given."""
+        onnx = require("onnx")
+        model = self._store.inference_model()
+        # Annotations can be stale (onnxconverter-common leaves float16 value_info on Casts to float):
+        # infer from the nodes alone, as ORT does.
+        model.graph.ClearField("value_info")
+        for info in model.graph.input:
+            if input_shapes and info.name in input_shapes:
+                _set_dims(info, input_shapes[info.name])
+        try:
+            model = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False,
+                                                      data_prop=True)
+        except Exception as exc:  # inference is a convenience: types may still come from ORT below
+            self._warn(f"ONNX shape inference failed on {self.name} ({exc}); some shapes are unknown")
+        return read_types(model.graph, self._store.skeleton.graph.initializer)
+
+    def _fill_unknown_types(self, graph: GraphIndex) -> None:
+        """Ask ORT for element types ONNX inference could not give (contrib ops such as com.microsoft)."""
+        unknown = {out for node in graph.nodes for out in node.output
+                   if out and out not in graph.static and graph.type_of(out).elem_type is None}
+        if not unknown:
+            return
+        ort = require("onnxruntime")
+        variant = self._store.variant()
+        variant.graph.output.extend(_value_info(name, None) for name in unknown)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            session = ort.InferenceSession(self._store.source(variant), options, providers=[CPU])
+        except Exception as exc:
+            self._warn(f"could not learn the types of {len(unknown)} values of {self.name}: {exc}")
+            return
+        for out in session.get_outputs():
+            if out.name in unknown and out.type in ORT_TYPES:
+                dims = tuple(d if isinstance(d, int) else (d or None) for d in out.shape)
+                graph.types[out.name] = ValueType(ORT_TYPES[out.type], dims)
+
+    def _types_for(self, feed: Mapping) -> dict:
+        """Types with shapes made concrete by the given inputs' shapes (cached per shape signature)."""
+        shapes = {name: tuple(np.shape(value)) for name, value in feed.items()}
+        key = tuple(sorted(shapes.items()))
+        if key not in self._shape_cache:
+            self._shape_cache[key] = {**self.graph.types, **_known(self._infer_types(shapes))}
+            _trim(self._shape_cache, 4)
+        return self._shape_cache[key]
+
+    def _warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    # -- inputs
+
+    def input_specs(self) -> list[InputSpec]:
+        """The graph inputs that are not initializers, with dtype names and shapes (None: dynamic)."""
+        return [InputSpec(s.name, s.dtype, s.shape) for s in self._specs]
+
+    def prepare_inputs(self, inputs: Mapping) -> dict:
+        """Check names, dtypes and fixed dimensions; cast float inputs to the model's float dtype.
+
+        Raises:
+            DiffcoreError: an unknown or missing input (the expected names are listed), integers given for
+                a float input or the reverse, or a shape that contradicts the model's fixed dimensions.
+        """
+        expected = [s.name for s in self._specs]
+        unknown = [n for n in inputs if n not in expected]
+        missing = [n for n in expected if n not in inputs]
+        if unknown or missing:
+            parts = ([f"unknown {format_choices(unknown)}"] if unknown else []) + \
+                    ([f"missing {format_choices(missing)}"] if missing else [])
+            raise DiffcoreError(f"inputs of {self.name} do not match: {'; '.join(parts)}; "
+                                f"expected inputs: {format_choices(expected)}")
+        return {s.name: self._prepare_one(s, inputs[s.name]) for s in self._specs}
+
+    def _prepare_one(self, spec: "_Spec", value) -> np.ndarray:
+        array = _to_numpy(value)
+        given = array.dtype.name
+        if given != spec.dtype:
+            if _kind_of(given) != _kind_of(spec.dtype) or _kind_of(given) not in ("float", "int"):
+                raise DiffcoreError(f"input {spec.name!r} of {self.name} expects {spec.dtype} but was given "
+                                    f"{given}: floats and integers are not converted into each other")
+            cast = array.astype(_np_dtype(spec.dtype))
+            if _kind_of(given) == "int" and not np.array_equal(cast, array):
+                raise DiffcoreError(f"input {spec.name!r} of {self.name} expects {spec.dtype}; the given "
+                                    f"{given} values do not fit in it")
+            array = cast
+        _check_shape(self.name, spec, array.shape)
+        return np.ascontiguousarray(array)
+
+    # -- probes
+
+    def probes(self, inputs: Mapping) -> list[Probe]:
+        """Every floating-point value a node computes from the inputs, in topological order.
+
+        Constants, weights and values computed from them alone (Identity of a weight) are left out, and so
+        are non-float values (shape arithmetic). Shapes come from shape inference run with the shapes of
+        ``inputs``; ``module`` is the innermost torch module whose scope the value leaves, and
+        ``meta["modules"]`` all of them (outermost last).
+        """
+        graph = self.graph
+        types = self._types_for(self.prepare_inputs(inputs)) if inputs else graph.types
+        probes: list = []
+        for i, node in enumerate(graph.nodes):
+            for out in node.output:
+                vtype = types.get(out) or graph.type_of(out)
+                if out and out not in graph.static and vtype.is_float:
+                    probes.append(self._probe(graph, i, node, out, vtype, len(probes)))
+        return probes
+
+    @staticmethod
+    def _probe(graph: GraphIndex, i: int, node, out: str, vtype: ValueType, order: int) -> Probe:
+        modules = graph.modules_left(out)
+        # graph/slot: an ONNX value even where its node has no name; slot matches renamed outputs by node
+        chain = graph.chains[i] or ()
+        meta = {"scope": graph.raw_scope[i], "modules": modules, "graph": True,
+                "slot": list(node.output).index(out), "in_module": chain[-1] if chain else None}
+        if node.op_type == "Cast" and node.input:
+            meta["cast_of"] = node.input[0]
+        return Probe(key=out, order=order, shape=vtype.shape, dtype=vtype.dtype,
+                     module=modules[0] if modules else None, op_type=node.op_type, node=node.name or None,
+                     output_index=graph.output_index(out), meta=meta)
+
+    # -- running
+
+    def _session(self, key, build):
+        """A cached InferenceSession for the variant ``build()`` makes (LRU, ``max_cached_sessions``)."""
+        if key in self._sessions:
+            self._sessions.move_to_end(key)
+            return self._sessions[key]
+        _trim(self._sessions, self.max_cached_sessions - 1)  # release before building the next one
+        session = self._new_session(build(), arena=False)
+        self._sessions[key] = session
+        return session
+
+    def _new_session(self, variant, arena: bool = True):
+        ort = require("onnxruntime")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # unused-initializer notices from extracted scopes are expected
+        # The arena keeps a run's peak activations allocated after it returns: right for the plain session
+        # that runs again and again, a waste for an instrumented one that exposes hundreds of values once.
+        options.enable_cpu_mem_arena = arena
+        # ORT's idle intra-op threads spin for more work by default, taking the cores from the statistics
+        # kernels that run between two ORT runs of a comparison.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            session = ort.InferenceSession(self._store.source(variant), options, providers=self.providers,
+                                           disabled_optimizers=self._disabled_optimizers())
+        except Exception as exc:
+            raise self._ort_error(exc, "could not load") from exc
+        lost = [p for p in _provider_names(self.providers) if p not in session.get_providers()]
+        if lost:
+            raise DiffcoreError(f"ONNX Runtime could not start {format_choices(lost)} for {self.name} and fell "
+                                f"back to {format_choices(session.get_providers())}: check the CUDA/cuDNN "
+                                f"libraries onnxruntime-gpu needs")
+        return session
+
+    def _disabled_optimizers(self) -> list:
+        """ORT's NCHWc layout pass crashes the process on some float16 graphs on the CPU provider
+        (microsoft/onnxruntime#15494; seen with ORT 1.32 on a converted TorchScript attention model). It
+        only re-lays out float32 convolutions, so float16 models lose nothing by skipping it."""
+        on_cpu = _provider_names(self.providers)[0] == CPU
+        half = any(t.elem_type == 10 for t in self.graph.types.values())
+        return ["NchwcTransformer"] if on_cpu and half else []
+
+    def _run(self, session, feed: Mapping, names: list) -> dict:
+        """Run once and return {name: value} (device tensors on CUDA, NumPy arrays otherwise)."""
+        try:
+            if self._bound is not None:
+                values = _run_bound(session, feed, names, self._bound)
+            else:
+                values = session.run(names, {k: _to_numpy(v) for k, v in feed.items()})
+        except DiffcoreError:
+            raise
+        except Exception as exc:
+            raise self._ort_error(exc, "failed running") from exc
+        return dict(zip(names, values))
+
+    def _ort_error(self, exc: Exception, doing: str) -> DiffcoreError:
+        """A DiffcoreError naming the failing node and its op type when ORT's message names one."""
+        message = str(exc).strip()
+        found = _ORT_NODE.search(message)
+        if found:
+            node = self.graph.node_by_name.get(found.group(1))
+            op = f" ({node.op_type})" if node is not None else ""
+            return DiffcoreError(f"ONNX Runtime {doing} {self.name} at node {found.group(1)!r}{op}: {message}")
+        return DiffcoreError(f"ONNX Runtime {doing} {self.name}: {message}")
+
+    def outputs(self, inputs: Mapping) -> dict:
+        """The uninstrumented model outputs {output name: value} (cached for the last few inputs)."""
+        return dict(self._plain_outputs(self.prepare_inputs(inputs)))
+
+    def _plain_outputs(self, feed: Mapping) -> dict:
+        key = _digest(feed)
+        if key not in self._plain:
+            if self._plain_session is None:  # kept apart from the LRU: every new input needs it
+                self._plain_session = self._new_session(self._store.variant())
+            self._plain[key] = self._run(self._plain_session, feed, list(self.graph.outputs))
+            _trim(self._plain, 2)
+        self._plain.move_to_end(key)
+        return self._plain[key]
+
+    def capture(self, inputs: Mapping, keys: Collection[str]) -> dict:
+        """Compute ``keys`` (exposed as outputs of the part of the graph they need); return {key: value}.
+
+        Runs are segments: a run computes only the nodes its keys need, starting from the inputs and from
+        the values earlier runs on the same inputs left for later nodes (the cut values, held until every
+        reader has run). Capturing a graph chunk by chunk therefore costs about one forward pass in all.
+        Graph outputs are the uninstrumented run's. When a segment reaches near the end of the graph it
+        also computes the model outputs, and any difference from the uninstrumented run (ORT fusions
+        disabled by the exposed values) is reported in ``warnings``.
+
+        Raises:
+            DiffcoreError: an unknown key, bad inputs, or ONNX Runtime failing (naming the node).
+        """
+        feed = self.prepare_inputs(inputs)
+        keys = self._check_keys(keys)
+        inner = [k for k in keys if k not in feed and k not in self.graph.outputs]
+        cuts = self._cuts_for(feed)
+        values = {k: cuts[k] for k in inner if k in cuts}
+        todo = [k for k in inner if k not in values]
+        if todo:
+            values.update(self._run_segment(feed, cuts, todo))
+        plain = self._plain_outputs(feed) if len(values) < len(keys) else {}
+        return {k: feed[k] if k in feed else values[k] if k in values else plain[k] for k in keys}
+
+    def _cuts_for(self, feed: Mapping) -> dict:
+        """The cut values held for these inputs (emptied when the inputs change)."""
+        digest = _digest(feed)
+        if digest != self._cuts_digest:
+            self._reset_cuts(digest)
+        return self._cuts
+
+    def _reset_cuts(self, digest: str | None = None) -> None:
+        self._cuts: dict = {}  # values earlier segments computed that later nodes read (for _cuts_digest)
+        self._executed: set = set()  # nodes run in a segment for those inputs
+        self._cuts_digest = digest
+
+    def _run_segment(self, feed: Mapping, cuts: dict, todo: list) -> dict:
+        """Run the nodes ``todo`` needs from ``feed`` and ``cuts``; keep the new cut values in ``cuts``."""
+        graph = self.graph
+        available = set(feed) | set(cuts)
+        ids = graph.needed_nodes(todo, available)
+        made = available | {out for i in ids for out in graph.nodes[i].output}
+        to_outputs = set(graph.needed_nodes(graph.outputs, made)) - set(ids)
+        # the instrumentation check comes with the segment that nearly reaches the outputs anyway
+        check = len(to_outputs) <= len(ids) // 4 + 8
+        if check:
+            ids = sorted(set(ids) | to_outputs)
+        new_cuts = [v for v in graph.cut_values(ids) if v not in cuts]
+        names = list(dict.fromkeys(todo + (graph.outputs if check else []) + new_cuts))
+        run_feed = {n: feed[n] if n in feed else cuts[n] for n in graph.segment_entries(ids)}
+        session = self._session(("segment", tuple(ids), tuple(names)),
+                                lambda: self._segment_variant(ids, run_feed, names))
+        values = self._run(session, run_feed, names)
+        self._executed.update(ids)
+        cuts.update((v, values[v]) for v in new_cuts)
+        self._release_cuts(cuts)
+        if check:
+            self._check_instrumentation(feed, values)
+        return {k: values[k] for k in todo}
+
+    def _release_cuts(self, cuts: dict) -> None:
+        """Drop cut values every reader of which has run: memory stays at what the rest of the graph needs
+        (a later capture of earlier values recomputes them from the inputs)."""
+        graph = self.graph
+        for name in [n for n in cuts if all(c in self._executed for c in graph.consumers.get(n, ()))]:
+            del cuts[name]
+
+    def _segment_variant(self, ids: list, feed: Mapping, outputs: list, casts=(), rename=None):
+        """A model of the nodes ``ids`` alone (after the ``casts`` nodes), whose graph inputs are ``feed``'s
+        names and whose outputs are ``outputs``; node inputs named in ``rename`` read the new name."""
+        graph = self.graph
+        variant = self._store.variant()
+        for field in ("node", "input", "output", "value_info"):
+            variant.graph.ClearField(field)
+        variant.graph.input.extend(_value_info(n, _elem_type(v) or graph.type_of(n).elem_type)
+                                   for n, v in feed.items())
+        variant.graph.node.extend(casts)
+        for i in ids:
+            node = variant.graph.node.add()
+            node.CopyFrom(graph.nodes[i])
+            if rename:
+                _rename_inputs(node, rename)
+        variant.graph.output.extend(_value_info(n, None) for n in outputs)
+        return variant
+
+    def _check_keys(self, keys) -> list:
+        keys = list(dict.fromkeys(keys))
+        graph = self.graph
+        bad = [k for k in keys if k not in graph.producer and k not in graph.inputs]
+        if bad:
+            valid = [p.key for p in self.probes({})]
+            raise DiffcoreError(f"{self.name} has no value {format_choices(bad)}; values that can be "
+                                f"captured include {format_choices(valid)}")
+        return keys
+
+    def _check_instrumentation(self, feed: Mapping, values: Mapping) -> None:
+        """Warn when exposing intermediates changed the final outputs (ORT fused differently); one warning
+        per runner, keeping the largest change seen over all captures."""
+        plain = self._plain_outputs(feed)
+        changed = [(_max_abs_diff(values[name], plain[name]), name) for name in plain
+                   if not _bitwise_equal(values[name], plain[name])]
+        if not changed:
+            return
+        worst, name = max(changed)
+        if self._instrumentation_change is not None and self._instrumentation_change[0] >= worst:
+            return
+        old = self._instrumentation_message()
+        self._instrumentation_change = (worst, name)
+        if old in self.warnings:
+            self.warnings.remove(old)
+        self.warnings.append(self._instrumentation_message())
+
+    def _instrumentation_message(self) -> str:
+        if self._instrumentation_change is None:
+            return ""
+        worst, name = self._instrumentation_change
+        return (f"exposing intermediate values of {self.name} as outputs changed its outputs by up to "
+                f"{worst:.3g} (max |diff| on {name!r}) against an uninstrumented run: exposed values disable "
+                f"ONNX Runtime fusions{self._half_note()}, so captured values come from a slightly different "
+                f"computation")
+
+    def _half_note(self) -> str:
+        if not any(t.elem_type == 10 for t in self.graph.types.values()):
+            return ""
+        return (" and are stored in their declared float16 (ORT's CPU provider otherwise keeps some float16 "
+                "values in float32 between the ops it runs in float32)")
+
+    def close(self) -> None:
+        """Drop sessions and cached outputs; remove temporary files."""
+        self._sessions.clear()
+        self._plain_session = None
+        self._plain.clear()
+        self._reset_cuts()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
