@@ -56,12 +56,13 @@ class _ModelStore:
         self.skeleton = _copy_except(model, onnx.ModelProto(), skip="graph")
         self.skeleton.graph.CopyFrom(_copy_except(model.graph, onnx.GraphProto(), skip="initializer"))
         self.skeleton.graph.initializer.extend(t for t in model.graph.initializer if t.name not in large_names)
+        self._small = {t.name: t for t in model.graph.initializer if t.name not in large_names}
         self._counter = 0
         self._external = None
         if sum(_tensor_nbytes(t) for t in large) <= _INLINE_LIMIT:
-            self._inline = self._inline_fields(large)
+            self._inline = self._inline_fields(model.graph.initializer)
         else:
-            self._external = self._write_external(large)
+            self._external = {**self._small, **self._write_external(large)}
 
     @staticmethod
     def _inline_fields(tensors) -> dict:
@@ -105,7 +106,13 @@ class _ModelStore:
         """What InferenceSession should load for ``variant``: bytes, or a path for external weights."""
         held = self._inline if self._external is None else self._external
         read = {name for node in variant.graph.node for name in node_inputs(node)}
-        used = [name for name in held if name in read]
+        # Every initializer goes after the graph in the model's own order: ORT's optimizers can fail on a
+        # reordered initializer list ("Attempt to replace the existing tensor", seen with ORT 1.32 on a
+        # model saved by its transformer optimizer), so the skeleton's small ones are moved there too.
+        own = [t for t in variant.graph.initializer if t.name not in self._small]
+        del variant.graph.initializer[:]
+        variant.graph.initializer.extend(own)
+        used = [name for name in self.initializer_names if name in read and name in held]
         if self._external is None:
             onnx = require("onnx")
             graph = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
