@@ -239,3 +239,13 @@ def host_values(value, what: str = "store") -> tuple[np.ndarray, str]:
 def array_sha256(arr: np.ndarray) -> str:
     """sha256 of an array's bytes in C order (what files record to detect truncation or edits)."""
     return hashlib.sha256(np.ascontiguousarray(arr).reshape(-1).view(np.uint8)).hexdigest()
+
+
+def c_contiguous(array) -> np.ndarray:
+    """``array`` as a C-contiguous NumPy array of the same shape, copied only when needed.
+
+    ``np.ascontiguousarray`` turns a 0-d array into shape (1,), which changes what a model is fed (a scalar
+    sample-rate input of Silero VAD) and what a golden set records; this keeps scalars scalar.
+    """
+    array = np.asarray(array)
+    return array if array.flags.c_contiguous else np.array(array, order="C")

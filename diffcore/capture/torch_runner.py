@@ -27,6 +27,7 @@ from contextlib import contextmanager, nullcontext
 import numpy as np
 
 from .._deps import require
+from ..arrays import c_contiguous
 from ..errors import DiffcoreError, format_choices
 from .base import InputSpec, Probe, Runner
 
@@ -275,7 +276,7 @@ def _as_tensor(name: str, value):
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, (np.ndarray, np.generic)):
-        arr = np.ascontiguousarray(value)  # torch cannot take negative strides
+        arr = c_contiguous(value)  # torch cannot take negative strides
         if arr.dtype.name == "bfloat16":  # ml_dtypes.bfloat16: torch has no NumPy bridge for it
             return torch.from_numpy(arr.view(np.int16).copy()).view(torch.bfloat16)
         return torch.as_tensor(arr)

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .._deps import require
+from ..arrays import c_contiguous
 from ..errors import DiffcoreError, format_choices
 from .checklist import CheckRow, failed, passed, skipped
 
@@ -126,7 +127,7 @@ def _grow(sample: Mapping, axes: dict, kinds: set) -> dict:
             if kind in kinds:
                 size = array.shape[axis]
                 array = np.take(array, np.arange(size + 1) % size, axis=axis)
-        out[name] = np.ascontiguousarray(array)
+        out[name] = c_contiguous(array)
     return out
 
 
@@ -259,8 +260,8 @@ def _rows_problem(base: list, more_rows: list, batch: int | None) -> str:
 
 
 def _against_reference(reference, feed, outputs) -> tuple[str, float]:
-    from ..drift import drift
     from ..arrays import host_values
+    from ..drift import drift
 
     try:
         ref = list(reference.outputs(feed).values())

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import env
-from ..arrays import array_sha256, host_values
+from ..arrays import array_sha256, c_contiguous, host_values
 from ..errors import DiffcoreError, format_choices
 from ..files import encode_nonfinite, read_json, read_npz, sha256_file, write_json, write_npz
 from .artifacts import declared_artifacts, fingerprint, tokenize
@@ -53,7 +53,7 @@ def _pack(values: dict, dtypes: dict | None = None) -> tuple[dict, list]:
         array, dtype = host_values(value)
         dtype = (dtypes or {}).get(name, dtype)
         key = f"a{i:05d}"
-        arrays[key] = np.ascontiguousarray(array)
+        arrays[key] = c_contiguous(array)
         entries.append({"name": name, "array": key, "dtype": dtype, "stored": array.dtype.str,
                         "shape": list(array.shape), "sha256": array_sha256(array)})
     return arrays, entries

@@ -4,9 +4,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 
-import numpy as np
-
 from ..._deps import require
+from ...arrays import c_contiguous
 from .values import ELEM_OF_DTYPE, _dtype_of, _framework, _to_numpy
 
 
@@ -14,7 +13,7 @@ def _bind_input(binding, name: str, value) -> None:
     """Bind a host array by copy, or device memory (torch / CuPy / OrtValue) without one."""
     kind = _framework(value)
     if kind == "numpy":
-        binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        binding.bind_cpu_input(name, c_contiguous(value))
     elif kind == "onnxruntime":
         binding.bind_ortvalue_input(name, value)
     elif kind == "torch":
@@ -27,7 +26,7 @@ def _bind_input(binding, name: str, value) -> None:
         value = value if value.flags.c_contiguous else value.copy()
         binding.bind_input(name, "cuda", value.device.id, value.dtype, tuple(value.shape), value.data.ptr)
     else:
-        binding.bind_cpu_input(name, np.ascontiguousarray(_to_numpy(value)))
+        binding.bind_cpu_input(name, c_contiguous(_to_numpy(value)))
 
 
 def _sync_torch_inputs(feed: Mapping) -> None:

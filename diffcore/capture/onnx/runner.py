@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..._deps import require
+from ...arrays import c_contiguous
 from ...errors import DiffcoreError, format_choices
 from ..base import InputSpec, Probe, Runner
 from .binding import _run_bound
@@ -202,7 +203,7 @@ class OnnxRunner(LocalRuns, Runner):
                                     f"{given} values do not fit in it")
             array = cast
         _check_shape(self.name, spec, array.shape)
-        return np.ascontiguousarray(array)
+        return c_contiguous(array)
 
     # -- probes
 
