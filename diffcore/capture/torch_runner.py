@@ -129,7 +129,7 @@ class _Hooks:
 
     def __enter__(self):
         try:
-            for path, module in self.root.named_modules(prefix=self.prefix):
+            for path, module in hookable_modules(self.root, self.prefix):
                 is_root = module is self.root
                 self._handles.append(
                     module.register_forward_pre_hook(self._pre_hook(path, is_root), with_kwargs=True))
@@ -176,6 +176,32 @@ class _Hooks:
         else:
             where = f"module '{call}' ({type(module).__name__})"
         return DiffcoreError(f"forward failed in {where}: {type(exc).__name__}: {exc}")
+
+
+def _is_script_module(module) -> bool:
+    return isinstance(module, _torch().jit.ScriptModule)
+
+
+def hookable_modules(root, prefix: str = ""):
+    """(path, module) of every module that takes hooks: TorchScript modules (compiled by torch.jit.script or
+    trace) refuse them, and so do all modules inside one, so those subtrees are left out."""
+    opaque: list = []
+    for path, module in root.named_modules(prefix=prefix):
+        if any(path == p or path.startswith(p + ".") or not p for p in opaque):
+            continue
+        if _is_script_module(module):
+            opaque.append(path)
+            continue
+        yield path, module
+
+
+def script_subtrees(root) -> list:
+    """Paths of the outermost TorchScript modules in ``root`` ('' for a TorchScript root)."""
+    found: list = []
+    for path, module in root.named_modules():
+        if _is_script_module(module) and not any(path.startswith(p + ".") or not p for p in found):
+            found.append(path)
+    return found
 
 
 @contextmanager
@@ -247,8 +273,9 @@ def _float_dtype(module):
 def _forward_parameters(module) -> list:
     """The named parameters of ``module.forward``; *args/**kwargs alone cannot be fed by name."""
     try:
-        params = list(inspect.signature(module.forward).parameters.values())
-    except (TypeError, ValueError) as exc:
+        params = _script_parameters(module) if _is_script_module(module) else \
+            list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError, RuntimeError) as exc:
         raise DiffcoreError(f"cannot read the signature of {type(module).__name__}.forward: {exc}") from exc
     named = [p for p in params if p.kind in _NAMED_KINDS]
     if not named:
@@ -256,6 +283,13 @@ def _forward_parameters(module) -> list:
             f"{type(module).__name__}.forward takes only *args/**kwargs, but diffcore passes inputs by name "
             "(the ONNX graph input names): wrap the model in a module whose forward names its inputs")
     return named
+
+
+def _script_parameters(module) -> list:
+    """A TorchScript forward's parameters from its schema (Python's inspect cannot read a ScriptMethod);
+    traced modules name them after the traced Python function's arguments."""
+    arguments = module.forward.schema.arguments[1:]  # the first is self
+    return [inspect.Parameter(a.name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for a in arguments]
 
 
 def _check_choice(what: str, value, choices) -> None:
@@ -321,6 +355,7 @@ class TorchRunner(Runner):
         self.example_inputs = self._check_examples(example_inputs)
         amp = f", autocast {autocast}" if autocast else ""
         self.description = f"torch {self.name} ({self.dtype}{amp}, {self.device})"
+        self.warnings = [_opaque_warning(p, self.name) for p in script_subtrees(self.module)]
 
     # ------------------------------------------------------------------------------------------- inputs
 
@@ -505,6 +540,12 @@ class TorchRunner(Runner):
 
     def close(self) -> None:
         """Nothing to release: the module (or its copy) is freed with the runner."""
+
+
+def _opaque_warning(path: str, name: str) -> str:
+    where = f"module {path!r} of {name}" if path else name
+    return (f"{where} is TorchScript, which takes no hooks: its intermediate values are not captured, only "
+            f"what leaves it")
 
 
 def _check_found(wanted: set, got: dict, seen: list, model: str, what: str) -> None:
