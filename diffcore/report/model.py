@@ -220,6 +220,13 @@ class DiffReport:
 
         return render_page(self)
 
+    def diff(self, other) -> "ReportDiff":  # noqa: F821
+        """What changed from this report (before a fix) to ``other`` (after): fixed / regressed layers,
+        where the first divergence moved (report/diff.py). ``.exit_code`` is 1 if anything regressed."""
+        from .diff import diff_reports
+
+        return diff_reports(self, other)
+
     def plot(self, ax=None, metric: str = "rel_l2"):
         """Error against depth with matplotlib (an optional dependency); returns the Axes."""
         from .plot import plot_depth
