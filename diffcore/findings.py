@@ -28,6 +28,7 @@ import numpy as np
 CLAMPED, REPAIR = "clamped-constant", "repair"
 _CLAMP_NOTE = "the float16 converter clamped constant"
 _FLOAT, _FLOAT16 = 1, 10  # onnx.TensorProto element types
+_SLIGHT = 2.0 ** -10  # float16's relative precision: a change below it, relative to the tensor's largest value
 
 
 # ------------------------------------------------------------------------------------------- constants
@@ -59,15 +60,15 @@ def clamps(before: dict, after: dict, load_before=None, load_after=None) -> list
     """Clamp findings: float32 constants of ``before`` whose float16 counterpart (same name and shape) in
     ``after`` holds other values than their float16 rounding. ``load_*``: name -> the full TensorProto where the
     one in the dict is a stub (its data held elsewhere), else None. ``nodes``/``values`` are left empty (``with_readers`` fills them)."""
-    out = []
+    out, slight = [], []
     for name, new in after.items():
         old = before.get(name)
         if old is None or old.data_type != _FLOAT or new.data_type != _FLOAT16 or list(old.dims) != list(new.dims):
             continue
         finding = _clamp(name, _array(old, load_before), _array(new, load_after))
         if finding:
-            out.append(finding)
-    return out
+            (slight if finding.pop("slight") else out).append(finding)
+    return out + ([_slight_summary(slight)] if slight else [])
 
 
 def _clamp(name: str, old: np.ndarray, new: np.ndarray) -> dict | None:
@@ -78,9 +79,24 @@ def _clamp(name: str, old: np.ndarray, new: np.ndarray) -> dict | None:
     if not count:
         return None
     was, now = old[changed].astype(np.float64), new[changed].astype(np.float64)
+    finite = np.abs(old[np.isfinite(old)])
+    scale = float(finite.max()) if finite.size else 0.0
     return {"kind": CLAMPED, "tensor": name, "count": count, "size": int(old.size),
             "before": [float(was.min()), float(was.max())], "after": [float(now.min()), float(now.max())],
-            "examples": _examples(was, now), "nodes": [], "values": [], "message": ""}
+            "examples": _examples(was, now), "nodes": [], "values": [], "message": "",
+            "slight": bool(np.all(np.abs(now - was) <= _SLIGHT * scale))}
+
+
+def _slight_summary(found: list) -> dict:
+    """One finding for the tensors whose changed values moved by less than float16's precision of the
+    tensor (tiny weights raised to ±1e-7 beside weights of order 1): true, but not a cause."""
+    count = sum(f["count"] for f in found)
+    names = ", ".join(repr(f["tensor"]) for f in found[:2]) + (" ..." if len(found) > 2 else "")
+    return {"kind": CLAMPED, "tensor": None, "count": count, "tensors": [f["tensor"] for f in found],
+            "nodes": [], "values": [],
+            "message": f"the float16 converter also changed {count} value(s) in {len(found)} tensor(s) ({names}) "
+                       f"by less than float16's precision of each tensor (e.g. {_pairs(found[0])} in "
+                       f"{found[0]['tensor']!r})"}
 
 
 def _examples(was: np.ndarray, now: np.ndarray, limit: int = 2) -> list:
@@ -89,9 +105,13 @@ def _examples(was: np.ndarray, now: np.ndarray, limit: int = 2) -> list:
     return [[float(was[i]), float(now[i])] for i in list(picks)[:limit]]
 
 
+def _pairs(finding: dict) -> str:
+    return ", ".join(f"{a:g} -> {b:g}" for a, b in finding["examples"])
+
+
 def clamp_words(finding: dict) -> str:
     """'(200000 -> 10000)' or '(3 of 64 values, e.g. -1e+09 -> -10000)'."""
-    pairs = ", ".join(f"{a:g} -> {b:g}" for a, b in finding["examples"])
+    pairs = _pairs(finding)
     if finding["count"] == 1:
         return f"({pairs})"
     return f"({finding['count']} of {finding['size']} values, e.g. {pairs})"

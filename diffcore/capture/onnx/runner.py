@@ -300,6 +300,12 @@ class OnnxRunner(LocalRuns, Runner):
             self._disabled = [NCHWC] if on_cpu and half else []
         return self._disabled
 
+    def disable_optimizers(self, names) -> None:
+        """Run every later session with these ONNX Runtime optimizers disabled too (validate does this when
+        a default session crashed in a child process and these names avoid the crash); reported in
+        ``findings``."""
+        self._disabled = list(dict.fromkeys([*self._disabled_optimizers(), *names]))
+
     # -- findings
 
     @property
