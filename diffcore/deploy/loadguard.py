@@ -68,9 +68,10 @@ def _signal_name(returncode: int) -> str:
 
 
 def load_in_child(path: str, providers=None, disabled_optimizers=(), inputs=None,
-                  timeout: float = DEFAULT_TIMEOUT_S, code: str = _CHILD) -> Crash | None:
+                  timeout: float = DEFAULT_TIMEOUT_S, code: str | None = None) -> Crash | None:
     """Load ``path`` with ONNX Runtime in a child Python (and run it once on ``inputs`` when given);
-    None when the child did not crash or hang, else how it died. ``code``: the child's program."""
+    None when the child did not crash or hang, else how it died. ``code``: the child's program (default
+    ``_CHILD``, read at call time)."""
     providers = [list(p) if isinstance(p, tuple) else p for p in providers or ["CPUExecutionProvider"]]
     with tempfile.TemporaryDirectory(prefix="diffcore-load-") as folder:
         feed = ""
@@ -79,7 +80,7 @@ def load_in_child(path: str, providers=None, disabled_optimizers=(), inputs=None
 
             feed = os.path.join(folder, "inputs.npz")
             np.savez(feed, **{k: np.asarray(v) for k, v in inputs.items()})
-        argv = [sys.executable, "-c", code, os.fspath(path), json.dumps(providers),
+        argv = [sys.executable, "-c", code or _CHILD, os.fspath(path), json.dumps(providers),
                 json.dumps(list(disabled_optimizers)), feed]
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
@@ -91,7 +92,7 @@ def load_in_child(path: str, providers=None, disabled_optimizers=(), inputs=None
 
 
 def diagnose(path: str, providers=None, inputs=None, timeout: float = DEFAULT_TIMEOUT_S,
-             code: str = _CHILD) -> tuple[Crash | None, list, str]:
+             code: str | None = None) -> tuple[Crash | None, list, str]:
     """(crash with default options or None, optimizers that avoid it, what diffcore knows of the cause).
 
     After a crash, each optimizer of ``KNOWN_CAUSES`` is tried disabled; the first that lets the child
