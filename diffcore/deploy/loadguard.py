@@ -18,7 +18,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-__all__ = ["Crash", "load_in_child", "diagnose", "KNOWN_CAUSES"]
+__all__ = ["KNOWN_CAUSES", "Crash", "diagnose", "load_in_child"]
 
 DEFAULT_TIMEOUT_S = 600.0
 
@@ -83,7 +83,7 @@ def load_in_child(path: str, providers=None, disabled_optimizers=(), inputs=None
         argv = [sys.executable, "-c", code or _CHILD, os.fspath(path), json.dumps(providers),
                 json.dumps(list(disabled_optimizers)), feed]
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             return Crash(None, timeout=timeout)
     if done.returncode < 0:

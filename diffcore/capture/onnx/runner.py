@@ -32,7 +32,7 @@ from ..._deps import require
 from ...errors import DiffcoreError, format_choices
 from ..base import InputSpec, Probe, Runner
 from .binding import _run_bound
-from ...findings import REPAIR, clamps, float_constants, with_readers
+from .changes import ModelChanges
 from .convert import convert_float16
 from .edits import _check_shape, _input_specs, _known, _rename_inputs, _set_dims, _Spec, _trim, _value_info
 from .forcing import LocalRuns
@@ -45,12 +45,9 @@ from .values import (ORT_TYPES, _bitwise_equal, _digest, _elem_type, _kind_of, _
 __all__ = ["OnnxRunner"]
 
 _ORT_NODE = re.compile(r"Name:\s*'([^']*)'")
-NCHWC = "NchwcTransformer"
-NCHWC_CRASH = ("its NCHWc layout pass crashes the process on some float16 graphs on the CPU provider "
-               "(microsoft/onnxruntime#15494)")
 
 
-class OnnxRunner(LocalRuns, Runner):
+class OnnxRunner(ModelChanges, LocalRuns, Runner):
     """Runs an ONNX model with ONNX Runtime and captures any of its values.
 
     Args:
@@ -74,6 +71,7 @@ class OnnxRunner(LocalRuns, Runner):
         require("onnxruntime", "running ONNX models")
         proto, label = _load_model(model)
         self._conversion: list = []  # findings of diffcore's float16 conversion (clamps, repairs)
+        self._converted = bool(float16)
         if float16:
             proto, self._conversion = convert_float16(proto, keep_io_types)
         self.providers = _check_providers(providers)
@@ -211,17 +209,6 @@ class OnnxRunner(LocalRuns, Runner):
         _check_shape(self.name, spec, array.shape)
         return np.ascontiguousarray(array)
 
-    def _note_cast(self, spec: "_Spec", array: np.ndarray, cast: np.ndarray) -> None:
-        """Warn of a lossless cast of an input (int32 -> int64, float16 -> float32): diffcore runs it, a
-        deployed ORT session refuses the feed. Rounding floats to a narrower model dtype (float32 inputs
-        of a float16 model) is how comparisons feed both sides the same values, and stays silent."""
-        given, wider = array.dtype.name, cast.dtype.itemsize > array.dtype.itemsize
-        if not wider and _kind_of(given) == "float":
-            return
-        how = "widened" if wider else "narrowed (the values fit)"
-        self._warn(f"input {spec.name!r} was given as {given} and {how} to {spec.dtype} for {self.name}; "
-                   f"a deployed ONNX Runtime session rejects {given} here — cast it in your preprocessing")
-
     # -- probes
 
     def probes(self, inputs: Mapping) -> list[Probe]:
@@ -288,56 +275,6 @@ class OnnxRunner(LocalRuns, Runner):
                                 f"back to {format_choices(session.get_providers())}: check the CUDA/cuDNN "
                                 f"libraries onnxruntime-gpu needs")
         return session
-
-    def _disabled_optimizers(self) -> list:
-        """ORT's NCHWc layout pass crashes the process on some float16 graphs on the CPU provider
-        (microsoft/onnxruntime#15494; seen with ORT 1.32 on a converted TorchScript attention model). It
-        only re-lays out float32 convolutions, so float16 models lose nothing by skipping it. Reported as a
-        repair finding: a deployed session with default options still runs it."""
-        if self._disabled is None:
-            on_cpu = _provider_names(self.providers)[0] == CPU
-            half = any(t.elem_type == 10 for t in self.graph.types.values())
-            self._disabled = [NCHWC] if on_cpu and half else []
-        return self._disabled
-
-    def disable_optimizers(self, names) -> None:
-        """Run every later session with these ONNX Runtime optimizers disabled too (validate does this when
-        a default session crashed in a child process and these names avoid the crash); reported in
-        ``findings``."""
-        self._disabled = list(dict.fromkeys([*self._disabled_optimizers(), *names]))
-
-    # -- findings
-
-    @property
-    def findings(self) -> list[dict]:
-        """What was changed in this model before it ran (diffcore/findings.py): the constants diffcore's
-        float16 conversion clamped, the Casts it retargeted, and the ONNX Runtime optimizers disabled."""
-        found = [with_readers(f, self.graph) if f["tensor"] else f for f in self._conversion]
-        if self._disabled:
-            found.append({"kind": REPAIR, "tensor": None, "nodes": [], "values": [],
-                          "message": f"diffcore ran {self.name!r} with ONNX Runtime's {', '.join(self._disabled)} "
-                                     f"disabled: {NCHWC_CRASH}; a session with default options runs it"})
-        return found
-
-    def clamps_against(self, original) -> list[dict]:
-        """Clamp findings of this float16 model against ``original``, the float32 OnnxRunner it was
-        converted from (constants matched by name): what a converter the user ran changed."""
-        if not isinstance(original, OnnxRunner):
-            return []
-        found = clamps(original._float_constants(), self._float_constants(), original._store.large_tensor,
-                       self._store.large_tensor)
-        return [with_readers(f, self.graph) for f in found]
-
-    def _float_constants(self) -> dict:
-        """{name: TensorProto} of the float constants; large weights as stubs (``_store.large_tensor``)."""
-        onnx = require("onnx")
-        found = float_constants(self._store.skeleton.graph)
-        for info in self._store.large_inputs:
-            tensor = info.type.tensor_type
-            if tensor.elem_type in (1, 10):
-                found[info.name] = onnx.TensorProto(name=info.name, data_type=tensor.elem_type,
-                                                    dims=[d.dim_value for d in tensor.shape.dim])
-        return found
 
     def _run(self, session, feed: Mapping, names: list) -> dict:
         """Run once and return {name: value} (device tensors on CUDA, NumPy arrays otherwise)."""
