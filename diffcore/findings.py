@@ -122,7 +122,10 @@ def clamp_words(finding: dict) -> str:
 def with_readers(finding: dict, graph) -> dict:
     """``finding`` with the nodes that read its tensor and the values they produce filled in, following
     constant folding (a Cast or Reshape of the constant) to the first nodes that compute from the inputs.
-    ``graph``: the runner's GraphIndex (capture/onnx/graph.py)."""
+    ``graph``: the runner's GraphIndex (capture/onnx/graph.py). A finding of no one tensor (a summary of
+    slight changes, a repair) is returned as it is."""
+    if not finding.get("tensor"):
+        return finding
     nodes, values, todo, seen = [], [], [finding["tensor"]], set()
     while todo:
         name = todo.pop(0)

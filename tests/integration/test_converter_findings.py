@@ -48,6 +48,8 @@ class Clamped(nn.Module):
         super().__init__()
         torch.manual_seed(0)
         self.proj, self.scale, self.mask, self.head = nn.Linear(16, 16), Scale(), Mask(), nn.Linear(16, 4)
+        with torch.no_grad():
+            self.head.weight[0, 0] = 1e-9  # raised to the converter's 1e-7 floor: true, but far below precision
 
     def forward(self, x, keep):
         return self.head(self.mask(self.scale(self.proj(x)), keep))
@@ -119,6 +121,10 @@ def _assert_div_is_the_cause(report):
 
 def _assert_clamps_reported(report):
     found = _clamp_findings(report)
+    slight = [f for f in report.findings if f["kind"] == "clamped-constant" and not f["tensor"]]
+    assert len(slight) == 1 and slight[0]["count"] == 1, slight
+    assert re.search(r"also changed 1 value\(s\) in 1 tensor\(s\) .* by less than float16's precision of each "
+                     r"tensor \(e\.g\. 1e-09 -> 1\.19209e-07", slight[0]["message"]), slight[0]["message"]
     by_before = {tuple(f["before"]): f for f in found}
     assert (200000.0, 200000.0) in by_before and by_before[200000.0, 200000.0]["after"] == [10000.0, 10000.0]
     assert (-1e9, -1e9) in by_before and by_before[-1e9, -1e9]["after"] == [-10000.0, -10000.0]
@@ -168,7 +174,9 @@ def test_the_reported_clamps_are_what_the_converter_changed_and_nothing_else(cla
     converted = onnx.load(_user_converted(paths["torchscript"], tmp_path / "user_fp16.onnx"))
     before, after = findings.float_constants(onnx.load(paths["torchscript"]).graph), \
         findings.float_constants(converted.graph)
-    named = {f["tensor"] for f in findings.clamps(before, after)}
+    found = findings.clamps(before, after)
+    named = {f["tensor"] for f in found if f["tensor"]} | {t for f in found for t in f.get("tensors", ())}
+    assert len(named) == 3  # the divisor, the mask value and the tiny head weight
     for name, tensor in after.items():
         old = numpy_helper.to_array(before[name]).astype(np.float16)
         assert np.array_equal(numpy_helper.to_array(tensor), old) == (name not in named), name

@@ -45,7 +45,7 @@ class ModelChanges:
     def findings(self) -> list[dict]:
         """What was changed in this model before it ran (diffcore/findings.py): the constants diffcore's
         float16 conversion clamped, the Casts it retargeted, and the ONNX Runtime optimizers disabled."""
-        found = [with_readers(f, self.graph) if f["tensor"] else f for f in self._conversion]
+        found = [with_readers(f, self.graph) for f in self._conversion]
         if self._disabled:
             found.append({"kind": REPAIR, "tensor": None, "nodes": [], "values": [],
                           "message": f"diffcore ran {self.name!r} with ONNX Runtime's {', '.join(self._disabled)} "
