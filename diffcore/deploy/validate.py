@@ -5,6 +5,11 @@ present and the versions it was validated with (and tokenize the golden texts to
 loads and runs on the target hardware; it reproduces the golden outputs here; and, for an ONNX model, the
 export checks (opset, dynamic axes, signature). A check that cannot run here is skipped with the reason,
 never passed.
+
+An ONNX model is first loaded (and run once) in a child process (loadguard.py): an ONNX Runtime crash fails
+"target hardware" with the signal and, where diffcore knows it, the cause; the checks then run with the
+known workaround, or are skipped. What diffcore or a converter changed in the model, and inputs cast to
+the model's dtypes, are listed as findings (diffcore/findings.py).
 """
 from __future__ import annotations
 
