@@ -132,6 +132,7 @@ def _assert_clamps_reported(report):
         assert finding["nodes"] and finding["values"] and finding["count"] >= 1
     data = json.loads(report.to_json())
     assert any("200000 -> 10000" in f["message"] for f in data["findings"])
+    assert diffcore.DiffReport.from_json(report.to_json()).findings == data["findings"]
     text = report.to_text()
     assert re.search(r"Findings \(\d+\)", text) and "200000 -> 10000" in text and "-1e+09 -> -10000" in text
     assert "200000 -&gt; 10000" in report.to_html() or "200000 -> 10000" in report.to_html()
