@@ -7,6 +7,8 @@ inputs it casts to the model's dtypes (a warning: a deployed session refuses the
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ..._deps import require
@@ -21,6 +23,11 @@ NCHWC_CRASH = ("its NCHWc layout pass crashes the process on some float16 graphs
 
 class ModelChanges:
     """Findings and repairs of an ONNX runner (see the module docstring)."""
+
+    def _who(self) -> str:
+        """'test' (model.onnx): the runner's name and, where it differs, the model's file name."""
+        label = Path(getattr(self, "_label", "") or self.name).name
+        return repr(self.name) + (f" ({label})" if label and label != self.name else "")
 
     def _disabled_optimizers(self) -> list:
         """ORT's NCHWc layout pass crashes the process on some float16 graphs on the CPU provider
@@ -48,7 +55,7 @@ class ModelChanges:
         found = [with_readers(f, self.graph) for f in self._conversion]
         if self._disabled:
             found.append({"kind": REPAIR, "tensor": None, "nodes": [], "values": [],
-                          "message": f"diffcore ran {self.name!r} with ONNX Runtime's {', '.join(self._disabled)} "
+                          "message": f"diffcore ran {self._who()} with ONNX Runtime's {', '.join(self._disabled)} "
                                      f"disabled: {NCHWC_CRASH}; a session with default options runs it"})
         return found
 
@@ -80,5 +87,5 @@ class ModelChanges:
         if not wider and _kind_of(given) == "float":
             return
         how = "widened" if wider else "narrowed (the values fit)"
-        self._warn(f"input {spec.name!r} was given as {given} and {how} to {spec.dtype} for {self.name}; "
+        self._warn(f"input {spec.name!r} was given as {given} and {how} to {spec.dtype} for {self._who()}; "
                    f"a deployed ONNX Runtime session rejects {given} here — cast it in your preprocessing")

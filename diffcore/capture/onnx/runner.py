@@ -71,7 +71,7 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
         require("onnxruntime", "running ONNX models")
         proto, label = _load_model(model)
         self._conversion: list = []  # findings of diffcore's float16 conversion (clamps, repairs)
-        self._converted = bool(float16)
+        self._converted, self._label = bool(float16), label
         if float16:
             proto, self._conversion = convert_float16(proto, keep_io_types)
         self.providers = _check_providers(providers)
