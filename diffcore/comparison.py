@@ -7,6 +7,8 @@ import time
 from . import env
 from .drift import drift_many
 from .errors import DiffcoreError
+from .findings import attach as attach_findings
+from .findings import collect as collect_findings
 from .inputs import resolve_inputs
 from .local import LocalComputer
 from .localize import DivergenceRule, localize, summarize
@@ -81,6 +83,8 @@ class _Comparison:
             self.warnings.append(self.local.unavailable_reason())
         rows = self.rows = self._rows(match.pairs, ref_feed, test_feed)
         self._refold(match, ref_probes, ref_feed, test_feed)
+        self.findings = collect_findings(self.ref, self.test)  # what converters and diffcore changed
+        attach_findings(rows.values(), self.findings)
         if everywhere and not self.local.inline:
             for chunk in self._chunks([p for p in match.pairs if id(p) in rows]):
                 self._add_local(chunk, rows, ref_feed, test_feed)
@@ -209,6 +213,7 @@ class _Comparison:
             ref={"kind": self.ref.kind, "description": self.ref.description},
             test={"kind": self.test.kind, "description": self.test.description},
             summary=summarize(layers, outputs, loc), warnings=list(dict.fromkeys(self.warnings)),
+            findings=self.findings,
             timings={k: round(v, 6) for k, v in self.timings.items()},
             environment=env.collect(import_torch=False),
         )

@@ -25,6 +25,7 @@ import math
 import statistics
 from dataclasses import asdict, dataclass
 
+from .findings import blame_converter
 from .report.model import CARRIED, DIVERGED, DRIFT, OK
 from .stats.formats import FORMATS
 
@@ -106,6 +107,7 @@ class _Judge:
 
     def judge(self, row) -> None:
         local_cause, limit_cause = self.local_fires(row), self.limit_fires(row)
+        local_cause, limit_cause = blame_converter(row, local_cause, limit_cause)  # a clamped constant read
         if local_cause:
             row.status, row.cause = DIVERGED, local_cause + ("; " + limit_cause if limit_cause else "")
             self.seen_limit = True

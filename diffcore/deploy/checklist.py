@@ -71,6 +71,7 @@ class ChecklistResult:
     model: str = ""
     environment: dict = field(default_factory=dict)
     created: str = ""
+    findings: list = field(default_factory=list)  # what diffcore or a converter changed (diffcore/findings.py)
     schema_version: str = SCHEMA
 
     @property
@@ -102,14 +103,22 @@ class ChecklistResult:
     def to_dict(self) -> dict:
         return {"schema_version": self.schema_version, "verdict": "pass" if self.passed else "fail",
                 "model": self.model, "created": self.created, "counts": self.counts(),
-                "checks": [r.to_dict() for r in self.rows], "environment": self.environment}
+                "checks": [r.to_dict() for r in self.rows], "findings": encode_nonfinite(self.findings),
+                "environment": self.environment}
 
     def to_json(self, indent: int | None = 1) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=str)
 
     def to_text(self) -> str:
         """The checklist table (check, status, detail with the fix below it) and the verdict line."""
-        return render_table(self.rows) + "\n" + self.verdict_line() + "\n"
+        return render_table(self.rows) + "\n" + self._findings_block() + self.verdict_line() + "\n"
+
+    def _findings_block(self) -> str:
+        if not self.findings:
+            return ""
+        lines = [f"  - {f['kind']}: {f['message']}" for f in self.findings]
+        return f"Findings ({len(lines)}): what the converter or diffcore changed, and input casts\n" + \
+            "\n".join(lines) + "\n"
 
     def verdict_line(self) -> str:
         c = self.counts()

@@ -5,6 +5,11 @@ present and the versions it was validated with (and tokenize the golden texts to
 loads and runs on the target hardware; it reproduces the golden outputs here; and, for an ONNX model, the
 export checks (opset, dynamic axes, signature). A check that cannot run here is skipped with the reason,
 never passed.
+
+An ONNX model is first loaded (and run once) in a child process (loadguard.py): an ONNX Runtime crash fails
+"target hardware" with the signal and, where diffcore knows it, the cause; the checks then run with the
+known workaround, or are skipped. What diffcore or a converter changed in the model, and inputs cast to
+the model's dtypes, are listed as findings (diffcore/findings.py).
 """
 from __future__ import annotations
 
@@ -16,8 +21,9 @@ from .._deps import require
 from ..errors import DiffcoreError, format_choices
 from .artifacts import check_artifacts, check_tokens, declared_artifacts
 from .checklist import ChecklistResult, CheckRow, failed, passed, skipped
-from .export_checks import check_export
+from .export_checks import CHECK_AXES, check_export
 from .golden import GoldenIntegrityError, check_golden, load_golden
+from .loadguard import diagnose
 
 __all__ = ["validate", "CHECKS"]
 
@@ -109,6 +115,7 @@ class _Target:
         self.model, self.device, self.providers = model, device, providers
         self.target_gpu, self.sample, self.manifest = target_gpu, sample, manifest
         self.runner = None
+        self.crashed = False  # a default ONNX Runtime session of the model crashed (in a child process)
 
     def check(self) -> CheckRow:
         reason = _unavailable(self.model, self.device, self.providers)
@@ -121,14 +128,19 @@ class _Target:
             self.runner = open_runner(self.model, role="model", device=self.device, providers=self.providers)
             if self.sample is None:
                 self.sample = _fallback_inputs(self.runner)
+            crash = self._guard()
+            if crash is not None and self.runner is None:
+                return crash
             if self.sample is None:
-                return skipped(CHECK_TARGET, f"not run on {self._where()}: no inputs to run the model on",
-                               "give --inputs FILE.npz or a readable --golden DIR")
+                return crash or skipped(CHECK_TARGET, f"not run on {self._where()}: no inputs to run the model "
+                                        "on", "give --inputs FILE.npz or a readable --golden DIR")
             outputs = self.runner.outputs(self.sample)
         except DiffcoreError as exc:
             self.close()
             return failed(CHECK_TARGET, f"the model does not load or run on {self._where()}: {exc}",
                           "fix the error named (missing operator or provider libraries, inputs that do not fit)")
+        if crash is not None:
+            return crash
         bad = _nonfinite(outputs)
         if bad:
             return failed(CHECK_TARGET, f"runs on {self._where()}, but {bad}",
@@ -139,6 +151,43 @@ class _Target:
                            "run 'diffcore validate' on the target machine")
         return passed(CHECK_TARGET, f"loads and runs on {self._where()}: {self.runner.description}",
                       hardware=self._where())
+
+    def _guard(self) -> CheckRow | None:
+        """Load (and run once) the model with default session options in a child process first: a native
+        ONNX Runtime crash there is this check's failure, not the death of validate. When an optimizer
+        diffcore knows avoids the crash, the runner disables it and the other checks still run; otherwise
+        the runner is closed (None)."""
+        path = _onnx_path(self.model)
+        if path is None or self.runner is None or not hasattr(self.runner, "disable_optimizers"):
+            return None
+        crash, avoid, cause = diagnose(path, self.providers, self._child_feed())
+        if crash is None:
+            return None
+        self.crashed = True
+        where = f"in a session with default options on {', '.join(_provider_names(self.providers))}"
+        detail = f"ONNX Runtime crashed loading the model (or running it once): {crash.words()} {where}"
+        data = {"crash": crash.words(), "signal": crash.signal or None, "disabled_optimizers": avoid}
+        if avoid:
+            self.runner.disable_optimizers(avoid)
+            return failed(CHECK_TARGET, f"{detail}: {cause}; diffcore compares it with "
+                          f"{'that optimizer' if len(avoid) == 1 else 'those optimizers'} disabled",
+                          f"deploy with it disabled (onnxruntime.InferenceSession(path, options, providers=..., "
+                          f"disabled_optimizers={avoid!r})) or with an onnxruntime release without the bug",
+                          **data)
+        self.close()
+        return failed(CHECK_TARGET, f"{detail}; diffcore knows no cause for it, so the checks that run the "
+                      "model are skipped", "reproduce it with onnxruntime alone; lower "
+                      "SessionOptions.graph_optimization_level to find an optimizer at fault, and report it "
+                      "to microsoft/onnxruntime", **data)
+
+    def _child_feed(self):
+        """The sample as the runner feeds it (names and dtypes checked), or None."""
+        if self.sample is None:
+            return None
+        try:
+            return self.runner.prepare_inputs(self.sample)
+        except DiffcoreError:
+            return None  # the in-process run reports the problem
 
     def close(self) -> None:
         if self.runner is not None and self.runner is not self.model:
@@ -151,6 +200,13 @@ class _Target:
 
     def _where(self) -> str:
         return _hardware(self.manifest, self._wants_gpu(), self.device)
+
+
+def _onnx_path(model) -> str | None:
+    """The .onnx file a child process can load (a ModelProto is not guarded: it may exceed 2 GiB)."""
+    if isinstance(model, (str, os.PathLike)) and _is_onnx(model) and os.path.isfile(model):
+        return os.fspath(model)
+    return None
 
 
 def _fallback_inputs(runner):
@@ -177,7 +233,7 @@ def _conversion_row(reference, runner, sample, atol, rtol) -> CheckRow:
     report = compare(reference, runner, sample, atol=atol, rtol=rtol)
     worst = max((o.rel_l2 for o in report.outputs), default=0.0)
     data = {"verdict": report.verdict, "summary": report.summary, "layers": len(report.layers),
-            "outputs_worst_rel_l2": worst,
+            "outputs_worst_rel_l2": worst, "findings": report.findings,
             "first_divergence": None if report.first_divergence is None else report.first_divergence.name}
     if report.passed:
         return passed(CHECK_CONVERSION, f"matches the original, {reference.description}: outputs worst rel L2 "
@@ -274,12 +330,23 @@ def validate(model, *, reference=None, golden=None, inputs=None, artifacts=None,
     try:
         rows = _rows(model, target, ref_runner, loaded, golden_error, declared, atol, rtol, target_opset,
                      dynamic_axes)
+        findings = _findings(target.runner, rows)
     finally:
         target.close()
         if ref_runner is not None and ref_runner is not reference:
             ref_runner.close()
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    return ChecklistResult(rows, _spec_name(model), manifest, created)
+    return ChecklistResult(rows, _spec_name(model), manifest, created, findings=findings)
+
+
+def _findings(runner, rows) -> list:
+    """What diffcore or a converter changed (the model's runner, the comparison with the original) and the
+    runner's warnings (inputs cast to the model's dtypes), one entry per message."""
+    found = list(getattr(runner, "findings", []))
+    for row in rows:
+        found += row.data.get("findings") or []
+    found += [{"kind": "warning", "message": w} for w in getattr(runner, "warnings", [])]
+    return list({f["message"]: f for f in found}.values())
 
 
 def _open_reference(reference, device):
@@ -316,8 +383,15 @@ def _export_rows(model, target, ref_runner, golden, target_opset, dynamic_axes) 
         return [skipped("export", "the export checks need the model as a .onnx file",
                         "save the model (onnx.save) and validate the file")]
     providers = target.providers if target.runner is not None else None
-    return check_export(model, sample=target.sample, reference=ref_runner, golden=golden,
+    # the dynamic-axes check runs a default session in this process: one that crashes would end validate
+    sample = None if target.crashed else target.sample
+    rows = check_export(model, sample=sample, reference=ref_runner, golden=None if target.crashed else golden,
                         target_opset=target_opset, dynamic_axes=dynamic_axes, providers=providers)
+    if target.crashed:
+        rows = [skipped(CHECK_AXES, "not run: a default ONNX Runtime session crashes on this model (see "
+                        "'target hardware')", "fix the crash first") if r.check == CHECK_AXES else r
+                for r in rows]
+    return rows
 
 
 def _guarded(name: str, fn, *args) -> CheckRow:

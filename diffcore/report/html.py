@@ -208,6 +208,16 @@ def _warnings(report) -> str:
     return "<h4>Warnings</h4><ul>" + "".join(f"<li>{_e(w)}</li>" for w in report.warnings) + "</ul>"
 
 
+def _findings(report) -> str:
+    from ..findings import lines
+
+    found = lines(report)
+    if not found:
+        return ""
+    return "<h4>Findings: what the converter or diffcore changed</h4><ul>" + \
+        "".join(f"<li>{_e(line)}</li>" for line in found) + "</ul>"
+
+
 def render_html(report) -> str:
     """An HTML fragment for Jupyter (``DiffReport._repr_html_``).
 
@@ -219,7 +229,8 @@ def render_html(report) -> str:
         of rel L2 error against depth, the layer table with the first divergence highlighted, the outputs,
         unmatched tensors and warnings.
     """
-    body = "".join([_header(report), _layers(report), _outputs(report), _unmatched(report), _warnings(report)])
+    body = "".join([_header(report), _layers(report), _outputs(report), _findings(report), _unmatched(report),
+                    _warnings(report)])
     return f'<div class="diffcore-report"><style>{STYLE}</style>{body}</div>'
 
 

@@ -124,6 +124,7 @@ class DiffReport:
     test: dict = field(default_factory=dict)
     summary: str = ""                    # one paragraph: what diverged first, where, why
     warnings: list = field(default_factory=list)
+    findings: list = field(default_factory=list)  # what a converter or diffcore changed (diffcore/findings.py)
     timings: dict = field(default_factory=dict)
     environment: dict = field(default_factory=dict)
     schema_version: str = SCHEMA_VERSION
@@ -164,7 +165,7 @@ class DiffReport:
             "first_divergence": None if self.first_divergence is None else self.first_divergence.to_dict(),
             "layers": [r.to_dict() for r in self.layers], "outputs": [r.to_dict() for r in self.outputs],
             "unmatched": [u.to_dict() for u in self.unmatched], "ref": self.ref, "test": self.test,
-            "warnings": list(self.warnings), "timings": self.timings, "environment": self.environment,
+            "warnings": list(self.warnings), "findings": list(self.findings), "timings": self.timings, "environment": self.environment,
         }
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -187,6 +188,7 @@ class DiffReport:
             first_divergence=None if first is None else LayerRow.from_dict(first),
             unmatched=[Unmatched(**u) for u in data.get("unmatched", [])], ref=data.get("ref", {}),
             test=data.get("test", {}), summary=data.get("summary", ""), warnings=data.get("warnings", []),
+            findings=data.get("findings", []),
             timings=data.get("timings", {}), environment=data.get("environment", {}), schema_version=version,
         )
 

@@ -278,6 +278,14 @@ def warning_section(report) -> list[str]:
     return [f"Warnings ({len(report.warnings)}):"] + [f"  - {w}" for w in report.warnings]
 
 
+def findings_section(report) -> list[str]:
+    from ..findings import lines
+
+    found = lines(report)
+    return [f"Findings ({len(found)}): what the converter or diffcore changed in the models"] + \
+        [f"  - {line}" for line in found] if found else []
+
+
 def render_text(report, max_rows: int | None = 60) -> str:
     """Render ``report`` as plain text for a terminal.
 
@@ -290,5 +298,5 @@ def render_text(report, max_rows: int | None = 60) -> str:
         The report, newline-terminated.
     """
     sections = [header_lines(report), layer_section(report, max_rows), output_section(report),
-                unmatched_section(report), warning_section(report)]
+                findings_section(report), unmatched_section(report), warning_section(report)]
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"

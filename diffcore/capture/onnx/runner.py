@@ -33,7 +33,8 @@ from ...arrays import c_contiguous
 from ...errors import DiffcoreError, format_choices
 from ..base import InputSpec, Probe, Runner
 from .binding import _run_bound
-from .convert import to_float16
+from .changes import ModelChanges
+from .convert import convert_float16
 from .edits import _check_shape, _input_specs, _known, _rename_inputs, _set_dims, _Spec, _trim, _value_info
 from .forcing import LocalRuns
 from .graph import GraphIndex, ValueType, read_types
@@ -47,7 +48,7 @@ __all__ = ["OnnxRunner"]
 _ORT_NODE = re.compile(r"Name:\s*'([^']*)'")
 
 
-class OnnxRunner(LocalRuns, Runner):
+class OnnxRunner(ModelChanges, LocalRuns, Runner):
     """Runs an ONNX model with ONNX Runtime and captures any of its values.
 
     Args:
@@ -70,8 +71,10 @@ class OnnxRunner(LocalRuns, Runner):
     def __init__(self, model, *, providers=None, float16=False, keep_io_types=True, name=None):
         require("onnxruntime", "running ONNX models")
         proto, label = _load_model(model)
+        self._conversion: list = []  # findings of diffcore's float16 conversion (clamps, repairs)
+        self._converted, self._label = bool(float16), label
         if float16:
-            proto = to_float16(proto, keep_io_types)
+            proto, self._conversion = convert_float16(proto, keep_io_types)
         self.providers = _check_providers(providers)
         self.name = name or (Path(label).name if isinstance(model, (str, Path)) else label)
         fp16 = f", float16 (keep_io_types={keep_io_types})" if float16 else ""
@@ -88,6 +91,7 @@ class OnnxRunner(LocalRuns, Runner):
         self._plain_session = None
         self._plain: OrderedDict = OrderedDict()  # uninstrumented outputs of the last inputs, by digest
         self._instrumentation_change = None  # (largest |diff| on an output, its name)
+        self._disabled = None  # ORT optimizers disabled for this model (decided on the first session)
         self._reset_cuts()
 
     def __repr__(self) -> str:
@@ -201,6 +205,7 @@ class OnnxRunner(LocalRuns, Runner):
             if _kind_of(given) == "int" and not np.array_equal(cast, array):
                 raise DiffcoreError(f"input {spec.name!r} of {self.name} expects {spec.dtype}; the given "
                                     f"{given} values do not fit in it")
+            self._note_cast(spec, array, cast)
             array = cast
         _check_shape(self.name, spec, array.shape)
         return c_contiguous(array)
@@ -271,14 +276,6 @@ class OnnxRunner(LocalRuns, Runner):
                                 f"back to {format_choices(session.get_providers())}: check the CUDA/cuDNN "
                                 f"libraries onnxruntime-gpu needs")
         return session
-
-    def _disabled_optimizers(self) -> list:
-        """ORT's NCHWc layout pass crashes the process on some float16 graphs on the CPU provider
-        (microsoft/onnxruntime#15494; seen with ORT 1.32 on a converted TorchScript attention model). It
-        only re-lays out float32 convolutions, so float16 models lose nothing by skipping it."""
-        on_cpu = _provider_names(self.providers)[0] == CPU
-        half = any(t.elem_type == 10 for t in self.graph.types.values())
-        return ["NchwcTransformer"] if on_cpu and half else []
 
     def _run(self, session, feed: Mapping, names: list) -> dict:
         """Run once and return {name: value} (device tensors on CUDA, NumPy arrays otherwise)."""

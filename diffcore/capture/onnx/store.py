@@ -88,6 +88,22 @@ class _ModelStore:
                 offset += len(data)
         return refs
 
+    def large_tensor(self, name: str):
+        """The full TensorProto of a large initializer held apart from the skeleton; None for other names."""
+        onnx = require("onnx")
+        if self._external is None:
+            held = self._inline.get(name)
+            return None if held is None else onnx.GraphProto.FromString(held).initializer[0]
+        ref = self._external.get(name)
+        if ref is None:
+            return None
+        tensor = onnx.TensorProto()
+        tensor.CopyFrom(ref)
+        from onnx.external_data_helper import load_external_data_for_tensor
+
+        load_external_data_for_tensor(tensor, self._tempdir())
+        return tensor
+
     def variant(self):
         """A fresh, editable copy of the skeleton (small: no large weights)."""
         onnx = require("onnx")
