@@ -43,6 +43,14 @@ SCOPE_KEY = "pkg.torch.onnx.name_scopes"
 _NONDETERMINISTIC = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                                "Multinomial", "Bernoulli"})
 _REPEAT = re.compile(r"(.+)_(\d+)")
+# TorchScript exporter value names: the producing node's name plus ``_output_<slot>``. Graph rewriters
+# (ORT's transformer optimizer, ORT's own fusions) rename the nodes they fuse but keep the value names.
+_TS_VALUE = re.compile(r"(/.+)_output_\d+")
+FUSED_DOMAINS = frozenset({"com.microsoft"})
+# Fused contrib ops that add a bias taken from a Linear before them: op -> index of the bias input.
+BIAS_INPUT = {"SkipLayerNormalization": 4, "SkipSimplifiedLayerNormalization": 3, "BiasGelu": 1,
+              "FastGelu": 1, "BiasAdd": 1, "BiasSplitGelu": 1, "BiasDropout": 1, "MultiHeadAttention": 3}
+_BARE_MATMULS = frozenset({"MatMul", "FusedMatMul"})
 
 
 def dtype_name(elem_type: int | None) -> str | None:
@@ -161,6 +169,24 @@ def torchscript_levels(name: str) -> list | None:
     if not name.startswith("/"):
         return None
     return [level for level in name.split("/")[1:-1] if level]
+
+
+def value_levels(name: str) -> list | None:
+    """Scope levels of a TorchScript-exported value name (``/blocks.0/ln/Add_1_output_0``), or None."""
+    found = _TS_VALUE.fullmatch(name or "")
+    return torchscript_levels(found.group(1)) if found else None
+
+
+def node_value_levels(node) -> list | None:
+    """Scope levels read from the first output value named the TorchScript way, or None."""
+    return next((levels for out in node.output if (levels := value_levels(out)) is not None), None)
+
+
+def param_module(name: str) -> str | None:
+    """The torch module path of a parameter-named initializer (``enc.ln.weight`` -> ``enc.ln``), or None."""
+    if "." not in name or name.startswith(("onnx::", "/")) or " " in name:
+        return None
+    return name.rsplit(".", 1)[0]
 
 
 def dynamo_levels(node) -> list | None:
@@ -285,12 +311,19 @@ class GraphIndex:
     def _assign_scopes(self) -> None:
         """Give every node its chain of module-call keys (outermost first) and its raw scope string."""
         self.raw_scope: list = [None] * len(self.nodes)
+        self.fused: set = set()  # nodes a graph rewriter made (contrib ops, scope read off value names)
         found = [self._raw_chain(i, node) for i, node in enumerate(self.nodes)]
-        prefixes = {p for kind, levels in found if kind == "ts" for p in _prefixes(levels)}
+        extra = self._output_levels(found)
+        prefixes = {p for kind, levels in [*found, *(f for _, f in extra)] if kind == "ts"
+                    for p in _prefixes(levels)}
         calls = [self._calls(kind, levels, prefixes) for kind, levels in found]  # [(path, identity)]
         self._split_dynamo_calls(calls)
-        keys = _number_calls(calls)
+        extra_calls = [self._calls(kind, levels, prefixes) for _, (kind, levels) in extra]
+        keys = _number_calls(calls + extra_calls)
         self.chains: list = [tuple(keys[c] for c in chain) if chain is not None else None for chain in calls]
+        # outputs of one fused node that leave different scopes (SkipLayerNormalization's sum output)
+        self.out_chains: dict = {name: tuple(keys[c] for c in chain)
+                                 for (name, _), chain in zip(extra, extra_calls)}
         self._infer_missing_chains()
         self.module_nodes: dict = defaultdict(list)
         for i, chain in enumerate(self.chains):
@@ -298,15 +331,33 @@ class GraphIndex:
                 self.module_nodes[key].append(i)
 
     def _raw_chain(self, i: int, node):
+        """(kind, levels) of a node's scope. TorchScript scopes are read off the output value names first:
+        they survive graph rewriting, while fused nodes get new names (``SkipLayerNorm_AddBias_0``,
+        ``/a/MatMul/MatMulScaleFusion/``) that do not name the module."""
         dynamo = dynamo_levels(node)
         if dynamo is not None:
             self.raw_scope[i] = next(p.value for p in node.metadata_props if p.key == SCOPE_KEY)
             return "dynamo", dynamo
-        levels = torchscript_levels(node.name)
+        own = torchscript_levels(node.name)
+        levels = node_value_levels(node)
+        if node.domain in FUSED_DOMAINS or (levels is not None and levels != own):
+            self.fused.add(i)
+        levels = levels if levels is not None else own
         if levels is not None:
             self.raw_scope[i] = "/" + "/".join(levels)
             return "ts", levels
         return None, None
+
+    def _output_levels(self, found: list) -> list:
+        """[(value, ("ts", levels))] for outputs of a fused node named in another scope than the node."""
+        extra = []
+        for i in sorted(self.fused):
+            kind, levels = found[i]
+            for out in self.nodes[i].output[1:] if kind == "ts" else ():
+                own = value_levels(out)
+                if own is not None and own != levels:
+                    extra.append((out, ("ts", own)))
+        return extra
 
     @staticmethod
     def _calls(kind, levels, prefixes):
@@ -340,18 +391,42 @@ class GraphIndex:
 
     def _infer_missing_chains(self) -> None:
         """Nodes without scope (Casts a converter inserted) take the common scope of their neighbours,
-        where graph inputs and outputs count as top level; static nodes stay at top level."""
+        where graph inputs and outputs count as top level; static nodes stay at top level. Fused nodes
+        without a scoped name take their parameters' module (see ``_fused_chain``)."""
+        known = None
         for i, node in enumerate(self.nodes):
             if self.chains[i] is not None:
                 continue
             if all(out in self.static or not out for out in node.output):
                 self.chains[i] = ()
                 continue
+            if i in self.fused:
+                known = known if known is not None else self._known_paths()
+                self.chains[i] = self._fused_chain(i, known)
+                continue
             around = [self._producer_chain(n) for n in self.inputs_of[i] if n not in self.static]
             for out in node.output:
                 around += [self.chains[c] for c in self.consumers.get(out, ()) if self.chains[c] is not None]
                 around += [()] if out in self._output_index else []
             self.chains[i] = _common_prefix(around)
+
+    def _fused_chain(self, i: int, known: dict) -> tuple:
+        """The scope of a fused node named without one (``EmbedLayerNormalization_0``): the module its
+        parameters belong to (TorchScript keeps ``state_dict`` names), when that module lies within the
+        common scope of its inputs' producers (weights deduplicated across modules point elsewhere); else
+        that common scope."""
+        around = _common_prefix([self._producer_chain(n) for n in self.inputs_of[i] if n not in self.static])
+        paths = [m for n in self.inputs_of[i] if n in self.initializers and (m := param_module(n))]
+        chain = _chain_of_path(_common_path(paths), known) if paths else ()
+        return chain if len(chain) > len(around) and chain[:len(around)] == around else around
+
+    def _known_paths(self) -> dict:
+        """{module path: the chain of its first call} over the nodes scoped so far."""
+        known: dict = {}
+        for chain in self.chains:
+            for k, key in enumerate(chain or ()):
+                known.setdefault(key.split("#")[0], tuple(chain[:k + 1]))
+        return known
 
     def _producer_chain(self, name: str) -> tuple:
         source = self.producer.get(name)
@@ -363,11 +438,23 @@ class GraphIndex:
         source = self.producer.get(name)
         if source is None or name in self.static:
             return []
-        chain = self.chains[source]
+        chain = self.out_chains.get(name, self.chains[source])
         if name in self._output_index:
             return list(reversed(chain))
         user_chains = [self.chains[c] for c in self.consumers.get(name, ())]
         return [key for key in reversed(chain) if any(key not in user for user in user_chains)]
+
+    def bias_folded_into(self, name: str):
+        """The fused node that adds the bias of the bare MatMul producing ``name`` (a Linear whose bias
+        moved into SkipLayerNormalization, BiasGelu, ...), or None."""
+        source = self.producer.get(name)
+        if source is None or self.nodes[source].op_type not in _BARE_MATMULS:
+            return None
+        for c in self.consumers.get(name, ()):
+            node, k = self.nodes[c], BIAS_INPUT.get(self.nodes[c].op_type)
+            if k is not None and len(node.input) > k and node.input[k] and node.input[k] != name:
+                return node
+        return None
 
     @property
     def module_keys(self) -> list:
@@ -458,6 +545,22 @@ def _number_calls(calls: list) -> dict:
                 count[path] += 1
                 keys[(path, ident)] = path if k == 0 else f"{path}#{k}"
     return keys
+
+
+def _common_path(paths: list) -> str:
+    """The longest dotted prefix every path shares (``a.b.c``, ``a.b.d`` -> ``a.b``)."""
+    parts = [p.split(".") for p in paths]
+    return ".".join(_common_prefix([tuple(p) for p in parts]))
+
+
+def _chain_of_path(path: str, known: dict) -> tuple:
+    """Chain keys for a module path: the known chain of its longest known prefix, extended by the rest."""
+    parts = path.split(".") if path else []
+    for n in range(len(parts), 0, -1):
+        base = known.get(".".join(parts[:n]))
+        if base is not None:
+            return base + tuple(".".join(parts[:m]) for m in range(n + 1, len(parts) + 1))
+    return tuple(".".join(parts[:m]) for m in range(1, len(parts) + 1))
 
 
 def _common_prefix(chains: list) -> tuple:
