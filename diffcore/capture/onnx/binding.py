@@ -13,8 +13,8 @@ from .values import ELEM_OF_DTYPE, _dtype_of, _framework, _to_numpy
 def _bind_input(binding, name: str, value) -> None:
     """Bind a host array by copy, or device memory (torch / CuPy / OrtValue) without one."""
     kind = _framework(value)
-    if kind == "numpy":
-        binding.bind_cpu_input(name, np.ascontiguousarray(value))
+    if kind == "numpy":  # ascontiguousarray makes a 0-d value 1-d: a scalar cut value must stay 0-d
+        binding.bind_cpu_input(name, np.ascontiguousarray(value).reshape(value.shape))
     elif kind == "onnxruntime":
         binding.bind_ortvalue_input(name, value)
     elif kind == "torch":
@@ -27,7 +27,8 @@ def _bind_input(binding, name: str, value) -> None:
         value = value if value.flags.c_contiguous else value.copy()
         binding.bind_input(name, "cuda", value.device.id, value.dtype, tuple(value.shape), value.data.ptr)
     else:
-        binding.bind_cpu_input(name, np.ascontiguousarray(_to_numpy(value)))
+        value = _to_numpy(value)
+        binding.bind_cpu_input(name, np.ascontiguousarray(value).reshape(value.shape))
 
 
 def _sync_torch_inputs(feed: Mapping) -> None:

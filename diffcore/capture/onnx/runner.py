@@ -206,7 +206,7 @@ class OnnxRunner(LocalRuns, Runner):
                                     f"{given} values do not fit in it")
             array = cast
         _check_shape(self.name, spec, array.shape)
-        return np.ascontiguousarray(array)
+        return np.ascontiguousarray(array).reshape(array.shape)  # keeps a 0-d input 0-d (Silero VAD's sr)
 
     # -- probes
 
