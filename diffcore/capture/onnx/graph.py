@@ -51,6 +51,10 @@ FUSED_DOMAINS = frozenset({"com.microsoft"})
 BIAS_INPUT = {"SkipLayerNormalization": 4, "SkipSimplifiedLayerNormalization": 3, "BiasGelu": 1,
               "FastGelu": 1, "BiasAdd": 1, "BiasSplitGelu": 1, "BiasDropout": 1, "MultiHeadAttention": 3}
 _BARE_MATMULS = frozenset({"MatMul", "FusedMatMul"})
+# Fused ops ending in a normalization: the input holding its gain, whose parameter name is the module the
+# output belongs to (the other parameters may be a folded Linear's bias or the embeddings before it).
+GAIN_INPUT = {"SkipLayerNormalization": 2, "SkipSimplifiedLayerNormalization": 2, "EmbedLayerNormalization": 5,
+              "LayerNormalization": 1, "SimplifiedLayerNormalization": 1}
 
 
 def dtype_name(elem_type: int | None) -> str | None:
@@ -412,11 +416,13 @@ class GraphIndex:
 
     def _fused_chain(self, i: int, known: dict) -> tuple:
         """The scope of a fused node named without one (``EmbedLayerNormalization_0``): the module its
-        parameters belong to (TorchScript keeps ``state_dict`` names), when that module lies within the
+        parameters (or its gain, for a normalization) belong to (TorchScript keeps ``state_dict`` names), when that module lies within the
         common scope of its inputs' producers (weights deduplicated across modules point elsewhere); else
         that common scope."""
         around = _common_prefix([self._producer_chain(n) for n in self.inputs_of[i] if n not in self.static])
-        paths = [m for n in self.inputs_of[i] if n in self.initializers and (m := param_module(n))]
+        node, k = self.nodes[i], GAIN_INPUT.get(self.nodes[i].op_type)
+        names = [node.input[k]] if k is not None and len(node.input) > k else self.inputs_of[i]
+        paths = [m for n in names if n in self.initializers and (m := param_module(n))]
         chain = _chain_of_path(_common_path(paths), known) if paths else ()
         return chain if len(chain) > len(around) and chain[:len(around)] == around else around
 
