@@ -13,9 +13,9 @@ pytest.importorskip("transformers")
 onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 
-import diffcore  # noqa: E402
-from diffcore.capture.onnx.runner import OnnxRunner  # noqa: E402
-from tests.integration import fused_models as fm  # noqa: E402
+import diffcore
+from diffcore.capture.onnx.runner import OnnxRunner
+from tests.integration import fused_models as fm
 
 FUSED_OPS = {"SkipLayerNormalization", "Attention", "MultiHeadAttention", "BiasGelu", "FastGelu"}
 BIASED_LINEARS = [f"bert.encoder.layer.{i}.{m}.dense" for i in range(fm.LAYERS)

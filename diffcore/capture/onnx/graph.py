@@ -14,19 +14,26 @@ Module scopes come from the exporters:
   'layer_norm']`` (full module paths; the last entry is the FX node, not a module). Repeated calls share one
   scope; they are told apart as the connected pieces of that scope.
 
+Graph rewriters (ONNX Runtime's transformer optimizer, a session's saved ``ORT_ENABLE_ALL`` graph) give the
+nodes they fuse new names (``SkipLayerNorm_AddBias_0``) but keep the TorchScript value names
+(``/enc/layer.0/output/LayerNorm/LayerNormalization_output_0``): scopes are read off the value names first,
+then off the node name, and a fused node with neither takes the module of its parameters' names
+(``enc.embeddings.LayerNorm.weight``). Name parsing lives in scopes.py.
+
 The k-th call (k >= 1) of module ``m`` is keyed ``m#k``, like the torch runner's hook keys.
 """
 from __future__ import annotations
 
-import ast
 import heapq
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 
 from ...errors import DiffcoreError, format_choices
+from .scopes import (_BARE_MATMULS, BIAS_INPUT, FUSED_DOMAINS, GAIN_INPUT, SCOPE_KEY, _chain_of_path, _common_path,
+                     _common_prefix, _number_calls, _prefixes, _UnionFind, dynamo_levels, node_value_levels,
+                     param_module, torchscript_chain, torchscript_levels, value_levels)
 
-__all__ = ["GraphIndex", "ValueType", "dtype_name", "FLOAT_DTYPES"]
+__all__ = ["FLOAT_DTYPES", "GraphIndex", "ValueType", "dtype_name"]
 
 # onnx.TensorProto.DataType -> the dtype names diffcore uses (NumPy's where NumPy has one).
 DTYPE_NAMES = {
@@ -38,23 +45,9 @@ DTYPE_NAMES = {
 FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64", "float8e4m3fn", "float8e4m3fnuz",
                           "float8e5m2", "float8e5m2fnuz", "float4e2m1"})
 
-SCOPE_KEY = "pkg.torch.onnx.name_scopes"
 # Ops whose output is not a function of their inputs: never folded into "static" values.
 _NONDETERMINISTIC = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                                "Multinomial", "Bernoulli"})
-_REPEAT = re.compile(r"(.+)_(\d+)")
-# TorchScript exporter value names: the producing node's name plus ``_output_<slot>``. Graph rewriters
-# (ORT's transformer optimizer, ORT's own fusions) rename the nodes they fuse but keep the value names.
-_TS_VALUE = re.compile(r"(/.+)_output_\d+")
-FUSED_DOMAINS = frozenset({"com.microsoft"})
-# Fused contrib ops that add a bias taken from a Linear before them: op -> index of the bias input.
-BIAS_INPUT = {"SkipLayerNormalization": 4, "SkipSimplifiedLayerNormalization": 3, "BiasGelu": 1,
-              "FastGelu": 1, "BiasAdd": 1, "BiasSplitGelu": 1, "BiasDropout": 1, "MultiHeadAttention": 3}
-_BARE_MATMULS = frozenset({"MatMul", "FusedMatMul"})
-# Fused ops ending in a normalization: the input holding its gain, whose parameter name is the module the
-# output belongs to (the other parameters may be a folded Linear's bias or the embeddings before it).
-GAIN_INPUT = {"SkipLayerNormalization": 2, "SkipSimplifiedLayerNormalization": 2, "EmbedLayerNormalization": 5,
-              "LayerNormalization": 1, "SimplifiedLayerNormalization": 1}
 
 
 def dtype_name(elem_type: int | None) -> str | None:
@@ -163,85 +156,6 @@ def topological_order(nodes, available) -> list:
         stuck = [nodes[i].name or nodes[i].op_type for i, w in enumerate(waiting) if w]
         raise DiffcoreError(f"the ONNX graph has a cycle or reads undefined values at nodes {format_choices(stuck, 5)}")
     return order
-
-
-# ------------------------------------------------------------------------------------------------ scopes
-
-
-def torchscript_levels(name: str) -> list | None:
-    """Scope levels of a TorchScript-exported node name (``/blocks.0/ln/LayerNormalization``), or None."""
-    if not name.startswith("/"):
-        return None
-    return [level for level in name.split("/")[1:-1] if level]
-
-
-def value_levels(name: str) -> list | None:
-    """Scope levels of a TorchScript-exported value name (``/blocks.0/ln/Add_1_output_0``), or None."""
-    found = _TS_VALUE.fullmatch(name or "")
-    return torchscript_levels(found.group(1)) if found else None
-
-
-def node_value_levels(node) -> list | None:
-    """Scope levels read from the first output value named the TorchScript way, or None."""
-    return next((levels for out in node.output if (levels := value_levels(out)) is not None), None)
-
-
-def param_module(name: str) -> str | None:
-    """The torch module path of a parameter-named initializer (``enc.ln.weight`` -> ``enc.ln``), or None."""
-    if "." not in name or name.startswith(("onnx::", "/")) or " " in name:
-        return None
-    return name.rsplit(".", 1)[0]
-
-
-def dynamo_levels(node) -> list | None:
-    """Full module paths from the dynamo exporter's name-scope metadata, or None when absent."""
-    for prop in node.metadata_props:
-        if prop.key == SCOPE_KEY:
-            try:
-                scopes = ast.literal_eval(prop.value)
-            except (ValueError, SyntaxError):
-                return None
-            return [s for s in scopes[:-1] if isinstance(s, str) and s]
-    return None
-
-
-def join_level(path: str, level: str) -> str:
-    """Append a TorchScript scope level: ``mlp.0`` under ``blocks.0.mlp`` gives ``blocks.0.mlp.0``."""
-    if not path:
-        return level
-    last = path.rsplit(".", 1)[-1]
-    if level.startswith(last + "."):
-        return f"{path}.{level[len(last) + 1:]}"
-    return f"{path}.{level}"
-
-
-def torchscript_chain(levels: list, prefixes: set) -> list:
-    """[(module path, raw instance prefix)] outermost first; ``relu_1`` beside ``relu`` is a repeated call."""
-    chain, path, prefix = [], "", ""
-    for level in levels:
-        parent, prefix = prefix, f"{prefix}/{level}"
-        repeat = _REPEAT.fullmatch(level)
-        if repeat and f"{parent}/{repeat.group(1)}" in prefixes:
-            level = repeat.group(1)
-        path = join_level(path, level)
-        chain.append((path, prefix))
-    return chain
-
-
-class _UnionFind:
-    def __init__(self):
-        self.parent: dict = {}
-
-    def find(self, item):
-        parent = self.parent.setdefault(item, item)
-        if parent != item:
-            parent = self.parent[item] = self.find(parent)
-        return parent
-
-    def union(self, a, b):
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[rb] = ra  # any root will do: calls are numbered by first node, not by root
 
 
 # ------------------------------------------------------------------------------------------------- index
@@ -416,9 +330,9 @@ class GraphIndex:
 
     def _fused_chain(self, i: int, known: dict) -> tuple:
         """The scope of a fused node named without one (``EmbedLayerNormalization_0``): the module its
-        parameters (or its gain, for a normalization) belong to (TorchScript keeps ``state_dict`` names), when that module lies within the
-        common scope of its inputs' producers (weights deduplicated across modules point elsewhere); else
-        that common scope."""
+        parameters (or its gain, for a normalization) belong to, as TorchScript keeps ``state_dict`` names,
+        when that module lies within the common scope of its inputs' producers (weights deduplicated
+        across modules point elsewhere); else that common scope."""
         around = _common_prefix([self._producer_chain(n) for n in self.inputs_of[i] if n not in self.static])
         node, k = self.nodes[i], GAIN_INPUT.get(self.nodes[i].op_type)
         names = [node.input[k]] if k is not None and len(node.input) > k else self.inputs_of[i]
@@ -531,50 +445,3 @@ class GraphIndex:
                     needed.add(source)
                     stack.append(source)
         return sorted(needed)
-
-
-def _prefixes(levels):
-    prefix = ""
-    for level in levels:
-        prefix = f"{prefix}/{level}"
-        yield prefix
-
-
-def _number_calls(calls: list) -> dict:
-    """(path, identity) -> ``path`` for the first call of a path, ``path#k`` for the k-th later one."""
-    keys: dict = {}
-    count: dict = defaultdict(int)
-    for chain in calls:
-        for path, ident in chain or ():
-            if (path, ident) not in keys:
-                k = count[path]
-                count[path] += 1
-                keys[(path, ident)] = path if k == 0 else f"{path}#{k}"
-    return keys
-
-
-def _common_path(paths: list) -> str:
-    """The longest dotted prefix every path shares (``a.b.c``, ``a.b.d`` -> ``a.b``)."""
-    parts = [p.split(".") for p in paths]
-    return ".".join(_common_prefix([tuple(p) for p in parts]))
-
-
-def _chain_of_path(path: str, known: dict) -> tuple:
-    """Chain keys for a module path: the known chain of its longest known prefix, extended by the rest."""
-    parts = path.split(".") if path else []
-    for n in range(len(parts), 0, -1):
-        base = known.get(".".join(parts[:n]))
-        if base is not None:
-            return base + tuple(".".join(parts[:m]) for m in range(n + 1, len(parts) + 1))
-    return tuple(".".join(parts[:m]) for m in range(1, len(parts) + 1))
-
-
-def _common_prefix(chains: list) -> tuple:
-    if not chains:
-        return ()
-    first = chains[0]
-    size = min(len(c) for c in chains)
-    for k in range(size):
-        if any(c[k] != first[k] for c in chains):
-            return tuple(first[:k])
-    return tuple(first[:size])

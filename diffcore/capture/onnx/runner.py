@@ -36,8 +36,8 @@ from .convert import to_float16
 from .edits import _check_shape, _input_specs, _known, _rename_inputs, _set_dims, _Spec, _trim, _value_info
 from .forcing import LocalRuns
 from .graph import GraphIndex, ValueType, read_types
-from .shapes import run_types, unknown_values
 from .loading import CPU, _bound_device, _check_providers, _load_model, _provider_names
+from .shapes import run_types, unknown_values
 from .store import _ModelStore
 from .values import (ORT_TYPES, _bitwise_equal, _digest, _elem_type, _kind_of, _max_abs_diff, _np_dtype,
                      _to_numpy)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from .graph import GraphIndex, ValueType
 from .values import _elem_type
 
-__all__ = ["unknown_values", "run_types"]
+__all__ = ["run_types", "unknown_values"]
 
 _FIRST_CHUNK = 16      # values in the first run, before their sizes are known
 _MAX_CHUNK = 512
