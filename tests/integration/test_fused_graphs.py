@@ -183,3 +183,13 @@ def test_silero_vad_if_wrapped_onnx_pairs_its_outputs(silero_data, tmp_path):
     assert report.passed, report.summary
     assert sorted(o.name for o in report.outputs) == ["output", "stateN"]
     assert all(o.rel_l2 < 1e-6 for o in report.outputs)
+
+
+def test_a_graph_ort_saved_at_enable_all_matches_the_unfused_graph(graphs):
+    report = diffcore.compare(graphs["plain"], graphs["ort_all"], fm.bert_inputs())
+    assert report.passed, report.summary
+    assert report.outputs and report.outputs[0].rel_l2 < 1e-6
+    assert len(report.layers) >= 25 * fm.LAYERS, len(report.layers)
+    gelu = _rows_by_op(report, "BiasGelu")
+    assert len(gelu) == fm.LAYERS
+    assert all(any(n.startswith("matched at a fused boundary: test BiasGelu") for n in r.notes) for r in gelu)
