@@ -204,6 +204,11 @@ def script_subtrees(root) -> list:
     return found
 
 
+def _has_bias(module) -> bool:
+    """Whether a module adds a bias tensor of its own (Linear, Conv, HF Conv1D with bias=True)."""
+    return isinstance(getattr(module, "bias", None), _torch().Tensor)
+
+
 @contextmanager
 def _eval_mode(module):
     """Eval mode for the duration of a run, restoring every module's flag after: the user's object is ours
@@ -445,12 +450,15 @@ class TorchRunner(Runner):
 
     def probes(self, inputs: Mapping) -> list[Probe]:
         """Every submodule output and model output in execution order, from one forward that keeps only
-        shapes and dtypes. ``Probe.meta["call"]`` is the module call's key (what ``capture_inputs`` takes)."""
+        shapes and dtypes. ``Probe.meta["call"]`` is the module call's key (what ``capture_inputs`` takes);
+        ``meta["has_bias"]`` says whether the module adds a bias of its own (a graph optimizer may move it
+        into a fused neighbour, leaving no value equal to the module's output)."""
         probes: list = []
 
         def on_output(key, call, path, module, tensor):
             probes.append(Probe(key, len(probes), tuple(tensor.shape), dtype_name(tensor.dtype), module=path,
-                                op_type=type(module).__name__, meta={"call": call}))
+                                op_type=type(module).__name__, meta={"call": call,
+                                                                     "has_bias": _has_bias(module)}))
 
         hooks = _Hooks(self.module, on_output=on_output)
         output = self._forward(inputs, hooks)

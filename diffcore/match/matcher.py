@@ -13,8 +13,17 @@ the reason, never dropped silently. Strategies, in order:
    scope, e.g. a LayerNorm exported decomposed on one side and as one fused op on the other: the values
    inside the fused region have no counterpart (listed), the boundary that survives is compared.
 
+Graphs rewritten by ONNX Runtime (its transformer optimizer, or a session's saved ``ORT_ENABLE_ALL``
+graph) are matched at the boundaries that survive fusion, many-to-one: a fused node's output keeps the value
+name (and so the module scope) of the last node it replaced, so SkipLayerNormalization pairs with the
+LayerNorm module (or the unfused LayerNormalization value), Attention with the attention module, BiasGelu
+with the GELU; such pairs carry a note. A Linear whose bias moved into a fused neighbour is never paired
+with the bias-less MatMul left behind: no value equals its output, and the reason is listed.
+
 Shapes are reconciled: equal, equal once size-1 dimensions are dropped, or the same element count
-(compared flattened, with a note). Anything else is reported unmatched with both shapes.
+(compared flattened, with a note). The ONNX runner takes shapes static inference could not give from a
+probe run; a dimension still unknown (None) is accepted against a known one when every known dimension
+agrees (with a note). Anything else is reported unmatched with both shapes.
 """
 from __future__ import annotations
 
@@ -76,7 +85,29 @@ def reconcile_shapes(ref_shape, test_shape) -> tuple[bool, str]:
     n_ref, n_test = _numel(ref_shape), _numel(test_shape)
     if n_ref is not None and n_ref == n_test:
         return True, f"compared flattened: ref {tuple(ref_shape)} vs test {tuple(test_shape)}"
+    if _agree_where_known(ref_shape, test_shape):
+        return True, f"sizes unknown before running: ref {tuple(ref_shape)} vs test {tuple(test_shape)}"
     return False, f"shape differs: ref {tuple(ref_shape)} vs test {tuple(test_shape)}"
+
+
+def _agree_where_known(ref_shape, test_shape) -> bool:
+    """Same rank, some dimension unknown (None), and every dimension known on both sides equal."""
+    if len(ref_shape) != len(test_shape) or (_numel(ref_shape) is not None and _numel(test_shape) is not None):
+        return False
+    return all(a is None or b is None or a == b for a, b in zip(ref_shape, test_shape))
+
+
+def fused_note(ref: Probe, test: Probe) -> str:
+    """The note of a pair where one side is a node a graph rewriter fused, else ''."""
+    fused = [(side, p) for side, p in (("ref", ref), ("test", test)) if p.meta.get("fused")]
+    if not fused:
+        return ""
+    side, probe = fused[0]
+    other = test if side == "ref" else ref
+    if other.meta.get("fused") and other.op_type == probe.op_type:
+        return ""
+    return (f"matched at a fused boundary: {side} {probe.meta['fused']} computes in one node what "
+            f"{other.op_type or 'the other side'} ends; the values inside the fused region have no counterpart")
 
 
 def _display_name(ref: Probe, test: Probe) -> str:
@@ -101,12 +132,14 @@ class _Matcher:
         self.unmatched: list[Unmatched] = []
         self.paired_ref: set[str] = set()
         self.paired_test: set[str] = set()
+        self.reasons: dict = {}  # (side, key) -> why it is left unmatched, where a strategy knows better
 
     def add(self, ref: Probe, test: Probe, method: str, name: str | None = None) -> bool:
         ok, note = reconcile_shapes(ref.shape, test.shape)
         if not ok:
             return False
-        self.pairs.append(Pair(ref, test, name or _display_name(ref, test), method, [note] if note else []))
+        notes = [n for n in (note, fused_note(ref, test)) if n]
+        self.pairs.append(Pair(ref, test, name or _display_name(ref, test), method, notes))
         self.paired_ref.add(ref.key)
         self.paired_test.add(test.key)
         return True
@@ -138,12 +171,28 @@ class _Matcher:
         for value in graph_side:
             for module in value.meta.get("modules") or ([value.module] if value.module else []):
                 exits.setdefault(module, []).append(value)
+        side = "ref" if torch_is_ref else "test"
         for module, probes in self._torch_by_module(torch_side).items():
             candidates = sorted(exits.get(module, []), key=lambda v: v.order)
+            candidates = self._without_folded_bias(side, module, probes, candidates)
             for probe, value in zip(probes, self._pick(probes, candidates)):
                 if value is not None:
                     ref, test = (probe, value) if torch_is_ref else (value, probe)
                     self.add(ref, test, "module-scope", name=probe.key)
+
+    def _without_folded_bias(self, side: str, module: str, probes: list, candidates: list) -> list:
+        """Drop bare MatMul values whose bias a fused node adds, unless ``module`` is their innermost scope
+        and adds no bias: they are not the output of a module with a bias (no value is; the reason is kept
+        for the unmatched list), nor of an outer module ending with that Linear."""
+        folded = [c for c in candidates if c.meta.get("bias_folded_into")]
+        if not folded:
+            return candidates
+        biased = any(p.meta.get("has_bias") for p in probes)
+        for probe in probes:
+            if probe.meta.get("has_bias"):
+                self.reasons[side, probe.key] = (f"its bias was folded into {folded[-1].meta['bias_folded_into']}: "
+                                                 "no value equals this module's output")
+        return [c for c in candidates if c not in folded or (not biased and c.module == module)]
 
     def _split_kinds(self):
         ref_graph = any(is_graph_probe(p) for p in self.ref)
@@ -199,21 +248,34 @@ class _Matcher:
         return aliases
 
     def by_graph_scope(self):
-        """ONNX vs ONNX: unpaired values leaving the same module scope, in execution order."""
+        """ONNX vs ONNX: unpaired values leaving the same module scope, in execution order; then values
+        still unpaired that are the only ones on each side leaving some outer scope (a fused node whose
+        scope is its module, e.g. EmbedLayerNormalization for the LayerNorm ending ``embeddings``)."""
         if not (any(is_graph_probe(p) for p in self.ref) and any(is_graph_probe(p) for p in self.test)):
             return
-        test_exits = {}
-        for probe in self.test:
-            if is_graph_probe(probe) and probe.module and probe.key not in self.paired_test:
-                test_exits.setdefault(probe.module, []).append(probe)
-        ref_exits = {}
-        for probe in self.ref:
-            if is_graph_probe(probe) and probe.module and probe.key not in self.paired_ref:
-                ref_exits.setdefault(probe.module, []).append(probe)
+        ref_exits, test_exits = self._graph_exits(self.ref, self.paired_ref, False), \
+            self._graph_exits(self.test, self.paired_test, False)
         for module, refs in ref_exits.items():
             for ref, test in zip(refs, self._pick(refs, test_exits.get(module, []))):
                 if test is not None:
                     self.add(ref, test, "module-scope", name=ref.key)
+        ref_exits, test_exits = self._graph_exits(self.ref, self.paired_ref, True), \
+            self._graph_exits(self.test, self.paired_test, True)
+        for module, refs in ref_exits.items():
+            tests = test_exits.get(module, [])
+            if len(refs) == 1 and len(tests) == 1 and not ({refs[0].key} & self.paired_ref
+                                                           or {tests[0].key} & self.paired_test):
+                self.add(refs[0], tests[0], "module-scope", name=refs[0].key)
+
+    @staticmethod
+    def _graph_exits(probes, paired, every_scope: bool) -> dict:
+        """{module: unpaired graph values leaving it} by innermost module, or by every module left."""
+        exits: dict = {}
+        for probe in probes:
+            if is_graph_probe(probe) and probe.module and probe.key not in paired:
+                for module in (probe.meta.get("modules") or [probe.module]) if every_scope else [probe.module]:
+                    exits.setdefault(module, []).append(probe)
+        return exits
 
     def leftovers(self):
         for side, probes, paired in (("ref", self.ref, self.paired_ref), ("test", self.test, self.paired_test)):
@@ -223,6 +285,8 @@ class _Matcher:
                                                     probe.module or ""))
 
     def _why(self, side: str, probe: Probe) -> str:
+        if (side, probe.key) in self.reasons:
+            return self.reasons[side, probe.key]
         cast_of = probe.meta.get("cast_of")
         if cast_of is not None and side == "test":
             return f"inserted Cast of {cast_of!r} (the same tensor in another dtype)"

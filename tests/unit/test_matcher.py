@@ -86,3 +86,38 @@ def test_onnx_vs_onnx_pairs_renamed_boundaries_of_the_same_module():
     assert [(p.ref.key, p.test.key, p.method) for p in result.pairs] == \
         [("/ln/Add_1_output_0", "/ln/LayerNormalization_output_0", "module-scope")]
     assert [u.key for u in result.unmatched] == ["/ln/ReduceMean_output_0"]
+
+
+def test_an_unknown_dimension_is_accepted_only_where_the_known_ones_agree():
+    ok, note = reconcile_shapes((2, 12, 64), (None, None, 64))
+    assert ok and note == "sizes unknown before running: ref (2, 12, 64) vs test (None, None, 64)"
+    assert not reconcile_shapes((2, 12, 64), (None, None, 32))[0]
+    assert not reconcile_shapes((2, 12, 64), (None, 64))[0]
+
+
+def test_a_linear_whose_bias_a_fused_node_adds_is_not_paired_with_the_bare_matmul():
+    linear = torch_probe("enc.dense", 0)
+    linear.meta["has_bias"] = True
+    ln = torch_probe("enc.ln", 1)
+    matmul = onnx_probe("/enc/dense/MatMul_output_0", 0, modules=["enc.dense"],
+                        bias_folded_into="SkipLayerNormalization 'SkipLayerNorm_AddBias_0'")
+    fused = onnx_probe("/enc/ln/LayerNormalization_output_0", 1, modules=["enc.ln"],
+                       fused="SkipLayerNormalization 'SkipLayerNorm_AddBias_0'")
+    result = match_probes([linear, ln], [matmul, fused])
+    assert [(p.ref.key, p.test.key) for p in result.pairs] == [("enc.ln", fused.key)]
+    assert result.pairs[0].notes and result.pairs[0].notes[0].startswith(
+        "matched at a fused boundary: test SkipLayerNormalization 'SkipLayerNorm_AddBias_0'")
+    reasons = {u.key: u.reason for u in result.unmatched}
+    assert reasons["enc.dense"] == ("its bias was folded into SkipLayerNormalization 'SkipLayerNorm_AddBias_0': "
+                                    "no value equals this module's output")
+
+
+def test_a_biasless_linear_still_pairs_with_its_matmul():
+    linear = torch_probe("enc.dense", 0)
+    linear.meta["has_bias"] = False
+    matmul = onnx_probe("/enc/dense/MatMul_output_0", 0, modules=["enc.dense", "enc"],
+                        bias_folded_into="BiasGelu 'Gelu_AddBias_0'")
+    outer = torch_probe("enc", 1)
+    result = match_probes([linear, outer], [matmul])
+    assert [(p.ref.key, p.test.key) for p in result.pairs] == [("enc.dense", matmul.key)]
+    assert "enc" in {u.key for u in result.unmatched}  # the bare MatMul is not the outer module's output

@@ -14,19 +14,26 @@ Module scopes come from the exporters:
   'layer_norm']`` (full module paths; the last entry is the FX node, not a module). Repeated calls share one
   scope; they are told apart as the connected pieces of that scope.
 
+Graph rewriters (ONNX Runtime's transformer optimizer, a session's saved ``ORT_ENABLE_ALL`` graph) give the
+nodes they fuse new names (``SkipLayerNorm_AddBias_0``) but keep the TorchScript value names
+(``/enc/layer.0/output/LayerNorm/LayerNormalization_output_0``): scopes are read off the value names first,
+then off the node name, and a fused node with neither takes the module of its parameters' names
+(``enc.embeddings.LayerNorm.weight``). Name parsing lives in scopes.py.
+
 The k-th call (k >= 1) of module ``m`` is keyed ``m#k``, like the torch runner's hook keys.
 """
 from __future__ import annotations
 
-import ast
 import heapq
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 
 from ...errors import DiffcoreError, format_choices
+from .scopes import (_BARE_MATMULS, BIAS_INPUT, FUSED_DOMAINS, GAIN_INPUT, SCOPE_KEY, _chain_of_path, _common_path,
+                     _common_prefix, _number_calls, _prefixes, _UnionFind, dynamo_levels, node_value_levels,
+                     param_module, torchscript_chain, torchscript_levels, value_levels)
 
-__all__ = ["GraphIndex", "ValueType", "dtype_name", "FLOAT_DTYPES"]
+__all__ = ["FLOAT_DTYPES", "GraphIndex", "ValueType", "dtype_name"]
 
 # onnx.TensorProto.DataType -> the dtype names diffcore uses (NumPy's where NumPy has one).
 DTYPE_NAMES = {
@@ -38,11 +45,9 @@ DTYPE_NAMES = {
 FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64", "float8e4m3fn", "float8e4m3fnuz",
                           "float8e5m2", "float8e5m2fnuz", "float4e2m1"})
 
-SCOPE_KEY = "pkg.torch.onnx.name_scopes"
 # Ops whose output is not a function of their inputs: never folded into "static" values.
 _NONDETERMINISTIC = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                                "Multinomial", "Bernoulli"})
-_REPEAT = re.compile(r"(.+)_(\d+)")
 
 
 def dtype_name(elem_type: int | None) -> str | None:
@@ -153,67 +158,6 @@ def topological_order(nodes, available) -> list:
     return order
 
 
-# ------------------------------------------------------------------------------------------------ scopes
-
-
-def torchscript_levels(name: str) -> list | None:
-    """Scope levels of a TorchScript-exported node name (``/blocks.0/ln/LayerNormalization``), or None."""
-    if not name.startswith("/"):
-        return None
-    return [level for level in name.split("/")[1:-1] if level]
-
-
-def dynamo_levels(node) -> list | None:
-    """Full module paths from the dynamo exporter's name-scope metadata, or None when absent."""
-    for prop in node.metadata_props:
-        if prop.key == SCOPE_KEY:
-            try:
-                scopes = ast.literal_eval(prop.value)
-            except (ValueError, SyntaxError):
-                return None
-            return [s for s in scopes[:-1] if isinstance(s, str) and s]
-    return None
-
-
-def join_level(path: str, level: str) -> str:
-    """Append a TorchScript scope level: ``mlp.0`` under ``blocks.0.mlp`` gives ``blocks.0.mlp.0``."""
-    if not path:
-        return level
-    last = path.rsplit(".", 1)[-1]
-    if level.startswith(last + "."):
-        return f"{path}.{level[len(last) + 1:]}"
-    return f"{path}.{level}"
-
-
-def torchscript_chain(levels: list, prefixes: set) -> list:
-    """[(module path, raw instance prefix)] outermost first; ``relu_1`` beside ``relu`` is a repeated call."""
-    chain, path, prefix = [], "", ""
-    for level in levels:
-        parent, prefix = prefix, f"{prefix}/{level}"
-        repeat = _REPEAT.fullmatch(level)
-        if repeat and f"{parent}/{repeat.group(1)}" in prefixes:
-            level = repeat.group(1)
-        path = join_level(path, level)
-        chain.append((path, prefix))
-    return chain
-
-
-class _UnionFind:
-    def __init__(self):
-        self.parent: dict = {}
-
-    def find(self, item):
-        parent = self.parent.setdefault(item, item)
-        if parent != item:
-            parent = self.parent[item] = self.find(parent)
-        return parent
-
-    def union(self, a, b):
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[rb] = ra  # any root will do: calls are numbered by first node, not by root
-
-
 # ------------------------------------------------------------------------------------------------- index
 
 
@@ -285,12 +229,19 @@ class GraphIndex:
     def _assign_scopes(self) -> None:
         """Give every node its chain of module-call keys (outermost first) and its raw scope string."""
         self.raw_scope: list = [None] * len(self.nodes)
+        self.fused: set = set()  # nodes a graph rewriter made (contrib ops, scope read off value names)
         found = [self._raw_chain(i, node) for i, node in enumerate(self.nodes)]
-        prefixes = {p for kind, levels in found if kind == "ts" for p in _prefixes(levels)}
+        extra = self._output_levels(found)
+        prefixes = {p for kind, levels in [*found, *(f for _, f in extra)] if kind == "ts"
+                    for p in _prefixes(levels)}
         calls = [self._calls(kind, levels, prefixes) for kind, levels in found]  # [(path, identity)]
         self._split_dynamo_calls(calls)
-        keys = _number_calls(calls)
+        extra_calls = [self._calls(kind, levels, prefixes) for _, (kind, levels) in extra]
+        keys = _number_calls(calls + extra_calls)
         self.chains: list = [tuple(keys[c] for c in chain) if chain is not None else None for chain in calls]
+        # outputs of one fused node that leave different scopes (SkipLayerNormalization's sum output)
+        self.out_chains: dict = {name: tuple(keys[c] for c in chain)
+                                 for (name, _), chain in zip(extra, extra_calls)}
         self._infer_missing_chains()
         self.module_nodes: dict = defaultdict(list)
         for i, chain in enumerate(self.chains):
@@ -298,15 +249,33 @@ class GraphIndex:
                 self.module_nodes[key].append(i)
 
     def _raw_chain(self, i: int, node):
+        """(kind, levels) of a node's scope. TorchScript scopes are read off the output value names first:
+        they survive graph rewriting, while fused nodes get new names (``SkipLayerNorm_AddBias_0``,
+        ``/a/MatMul/MatMulScaleFusion/``) that do not name the module."""
         dynamo = dynamo_levels(node)
         if dynamo is not None:
             self.raw_scope[i] = next(p.value for p in node.metadata_props if p.key == SCOPE_KEY)
             return "dynamo", dynamo
-        levels = torchscript_levels(node.name)
+        own = torchscript_levels(node.name)
+        levels = node_value_levels(node)
+        if node.domain in FUSED_DOMAINS or (levels is not None and levels != own):
+            self.fused.add(i)
+        levels = levels if levels is not None else own
         if levels is not None:
             self.raw_scope[i] = "/" + "/".join(levels)
             return "ts", levels
         return None, None
+
+    def _output_levels(self, found: list) -> list:
+        """[(value, ("ts", levels))] for outputs of a fused node named in another scope than the node."""
+        extra = []
+        for i in sorted(self.fused):
+            kind, levels = found[i]
+            for out in self.nodes[i].output[1:] if kind == "ts" else ():
+                own = value_levels(out)
+                if own is not None and own != levels:
+                    extra.append((out, ("ts", own)))
+        return extra
 
     @staticmethod
     def _calls(kind, levels, prefixes):
@@ -340,18 +309,44 @@ class GraphIndex:
 
     def _infer_missing_chains(self) -> None:
         """Nodes without scope (Casts a converter inserted) take the common scope of their neighbours,
-        where graph inputs and outputs count as top level; static nodes stay at top level."""
+        where graph inputs and outputs count as top level; static nodes stay at top level. Fused nodes
+        without a scoped name take their parameters' module (see ``_fused_chain``)."""
+        known = None
         for i, node in enumerate(self.nodes):
             if self.chains[i] is not None:
                 continue
             if all(out in self.static or not out for out in node.output):
                 self.chains[i] = ()
                 continue
+            if i in self.fused:
+                known = known if known is not None else self._known_paths()
+                self.chains[i] = self._fused_chain(i, known)
+                continue
             around = [self._producer_chain(n) for n in self.inputs_of[i] if n not in self.static]
             for out in node.output:
                 around += [self.chains[c] for c in self.consumers.get(out, ()) if self.chains[c] is not None]
                 around += [()] if out in self._output_index else []
             self.chains[i] = _common_prefix(around)
+
+    def _fused_chain(self, i: int, known: dict) -> tuple:
+        """The scope of a fused node named without one (``EmbedLayerNormalization_0``): the module its
+        parameters (or its gain, for a normalization) belong to, as TorchScript keeps ``state_dict`` names,
+        when that module lies within the common scope of its inputs' producers (weights deduplicated
+        across modules point elsewhere); else that common scope."""
+        around = _common_prefix([self._producer_chain(n) for n in self.inputs_of[i] if n not in self.static])
+        node, k = self.nodes[i], GAIN_INPUT.get(self.nodes[i].op_type)
+        names = [node.input[k]] if k is not None and len(node.input) > k else self.inputs_of[i]
+        paths = [m for n in names if n in self.initializers and (m := param_module(n))]
+        chain = _chain_of_path(_common_path(paths), known) if paths else ()
+        return chain if len(chain) > len(around) and chain[:len(around)] == around else around
+
+    def _known_paths(self) -> dict:
+        """{module path: the chain of its first call} over the nodes scoped so far."""
+        known: dict = {}
+        for chain in self.chains:
+            for k, key in enumerate(chain or ()):
+                known.setdefault(key.split("#")[0], tuple(chain[:k + 1]))
+        return known
 
     def _producer_chain(self, name: str) -> tuple:
         source = self.producer.get(name)
@@ -363,11 +358,23 @@ class GraphIndex:
         source = self.producer.get(name)
         if source is None or name in self.static:
             return []
-        chain = self.chains[source]
+        chain = self.out_chains.get(name, self.chains[source])
         if name in self._output_index:
             return list(reversed(chain))
         user_chains = [self.chains[c] for c in self.consumers.get(name, ())]
         return [key for key in reversed(chain) if any(key not in user for user in user_chains)]
+
+    def bias_folded_into(self, name: str):
+        """The fused node that adds the bias of the bare MatMul producing ``name`` (a Linear whose bias
+        moved into SkipLayerNormalization, BiasGelu, ...), or None."""
+        source = self.producer.get(name)
+        if source is None or self.nodes[source].op_type not in _BARE_MATMULS:
+            return None
+        for c in self.consumers.get(name, ()):
+            node, k = self.nodes[c], BIAS_INPUT.get(self.nodes[c].op_type)
+            if k is not None and len(node.input) > k and node.input[k] and node.input[k] != name:
+                return node
+        return None
 
     @property
     def module_keys(self) -> list:
@@ -438,34 +445,3 @@ class GraphIndex:
                     needed.add(source)
                     stack.append(source)
         return sorted(needed)
-
-
-def _prefixes(levels):
-    prefix = ""
-    for level in levels:
-        prefix = f"{prefix}/{level}"
-        yield prefix
-
-
-def _number_calls(calls: list) -> dict:
-    """(path, identity) -> ``path`` for the first call of a path, ``path#k`` for the k-th later one."""
-    keys: dict = {}
-    count: dict = defaultdict(int)
-    for chain in calls:
-        for path, ident in chain or ():
-            if (path, ident) not in keys:
-                k = count[path]
-                count[path] += 1
-                keys[(path, ident)] = path if k == 0 else f"{path}#{k}"
-    return keys
-
-
-def _common_prefix(chains: list) -> tuple:
-    if not chains:
-        return ()
-    first = chains[0]
-    size = min(len(c) for c in chains)
-    for k in range(size):
-        if any(c[k] != first[k] for c in chains):
-            return tuple(first[:k])
-    return tuple(first[:size])

@@ -39,6 +39,7 @@ from .edits import _check_shape, _input_specs, _known, _rename_inputs, _set_dims
 from .forcing import LocalRuns
 from .graph import GraphIndex, ValueType, read_types
 from .loading import CPU, _bound_device, _check_providers, _load_model, _provider_names
+from .shapes import run_types, unknown_values
 from .store import _ModelStore
 from .values import (ORT_TYPES, _bitwise_equal, _digest, _elem_type, _kind_of, _max_abs_diff, _np_dtype,
                      _to_numpy)
@@ -67,6 +68,8 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
     # Instrumented sessions hold the weights and, with ORT's CPU arena, their peak activations; a comparison
     # captures each chunk's key set once, so keeping more than a couple only holds memory.
     max_cached_sessions = 2
+    # Tensors one chunk of the probe run (shapes static inference could not give) may hold at once.
+    probe_budget_mb = 256
 
     def __init__(self, model, *, providers=None, float16=False, keep_io_types=True, name=None):
         require("onnxruntime", "running ONNX models")
@@ -87,6 +90,7 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
         del proto
         self._graph = None
         self._shape_cache: OrderedDict = OrderedDict()
+        self._run_shapes_cache: OrderedDict = OrderedDict()  # input digest -> {value: ValueType} from a run
         self._sessions: OrderedDict = OrderedDict()
         self._plain_session = None
         self._plain: OrderedDict = OrderedDict()  # uninstrumented outputs of the last inputs, by digest
@@ -217,18 +221,41 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
 
         Constants, weights and values computed from them alone (Identity of a weight) are left out, and so
         are non-float values (shape arithmetic). Shapes come from shape inference run with the shapes of
-        ``inputs``; ``module`` is the innermost torch module whose scope the value leaves, and
-        ``meta["modules"]`` all of them (outermost last).
+        ``inputs``, and where it leaves them unknown from a probe run on ``inputs`` that keeps only shapes
+        and dtypes (``meta["shape_from"] == "run"``); ``module`` is the innermost torch module whose scope
+        the value leaves, and ``meta["modules"]`` all of them (outermost last). ``meta["fused"]`` names a
+        node a graph rewriter fused, ``meta["bias_folded_into"]`` the fused node that adds the bias of the
+        bare MatMul producing the value.
         """
         graph = self.graph
-        types = self._types_for(self.prepare_inputs(inputs)) if inputs else graph.types
+        feed = self.prepare_inputs(inputs) if inputs else None
+        types = self._types_for(feed) if feed else graph.types
+        from_run = self._run_shapes(feed, types) if feed else {}
+        types = {**types, **from_run}
         probes: list = []
         for i, node in enumerate(graph.nodes):
             for out in node.output:
                 vtype = types.get(out) or graph.type_of(out)
                 if out and out not in graph.static and vtype.is_float:
                     probes.append(self._probe(graph, i, node, out, vtype, len(probes)))
+                    if out in from_run:
+                        probes[-1].meta["shape_from"] = "run"
         return probes
+
+    def _run_shapes(self, feed: Mapping, types: Mapping) -> dict:
+        """{value: ValueType} from a probe run on ``feed`` for the values whose shape (or element type)
+        static inference left unknown (contrib ops, run-time pads, loops); cached per input content."""
+        graph = self.graph
+        names = unknown_values(graph, types)
+        if not names:
+            return {}
+        key = _digest(feed)
+        if key not in self._run_shapes_cache:
+            self._run_shapes_cache[key] = run_types(self.capture, feed, names, self.probe_budget_mb << 20)
+            _trim(self._run_shapes_cache, 2)
+        found = self._run_shapes_cache[key]
+        return {name: ValueType(t.elem_type or (types.get(name) or graph.type_of(name)).elem_type, t.dims)
+                for name, t in found.items()}
 
     @staticmethod
     def _probe(graph: GraphIndex, i: int, node, out: str, vtype: ValueType, order: int) -> Probe:
@@ -239,6 +266,11 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
                 "slot": list(node.output).index(out), "in_module": chain[-1] if chain else None}
         if node.op_type == "Cast" and node.input:
             meta["cast_of"] = node.input[0]
+        if i in graph.fused:
+            meta["fused"] = f"{node.op_type} {node.name!r}" if node.name else node.op_type
+        folded = graph.bias_folded_into(out)
+        if folded is not None:
+            meta["bias_folded_into"] = f"{folded.op_type} {folded.name!r}" if folded.name else folded.op_type
         return Probe(key=out, order=order, shape=vtype.shape, dtype=vtype.dtype,
                      module=modules[0] if modules else None, op_type=node.op_type, node=node.name or None,
                      output_index=graph.output_index(out), meta=meta)
