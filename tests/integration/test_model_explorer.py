@@ -2,7 +2,6 @@
 node ids its ONNX adapter gives the same model."""
 import json
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
