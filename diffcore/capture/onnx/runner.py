@@ -35,6 +35,8 @@ from .binding import _run_bound
 from .convert import to_float16
 from .edits import _check_shape, _input_specs, _known, _rename_inputs, _set_dims, _Spec, _trim, _value_info
 from .forcing import LocalRuns
+from .fusion import OPTIMIZED_FILE, deployed_value_names, save_options
+from .fusion import fused_away as _absent_from
 from .graph import GraphIndex, ValueType, read_types
 from .loading import CPU, _bound_device, _check_providers, _load_model, _provider_names
 from .store import _ModelStore
@@ -87,6 +89,7 @@ class OnnxRunner(LocalRuns, Runner):
         self._plain_session = None
         self._plain: OrderedDict = OrderedDict()  # uninstrumented outputs of the last inputs, by digest
         self._instrumentation_change = None  # (largest |diff| on an output, its name)
+        self._fused = None  # fused_away(), computed on first use
         self._reset_cuts()
 
     def __repr__(self) -> str:
@@ -210,7 +213,7 @@ class OnnxRunner(LocalRuns, Runner):
         """Every floating-point value a node computes from the inputs, in topological order.
 
         Constants, weights and values computed from them alone (Identity of a weight) are left out, and so
-        are non-float values (shape arithmetic). Shapes come from shape inference run with the shapes of
+        are non-float values (shape arithmetic) other than model outputs. Shapes come from shape inference run with the shapes of
         ``inputs``; ``module`` is the innermost torch module whose scope the value leaves, and
         ``meta["modules"]`` all of them (outermost last).
         """
@@ -220,7 +223,9 @@ class OnnxRunner(LocalRuns, Runner):
         for i, node in enumerate(graph.nodes):
             for out in node.output:
                 vtype = types.get(out) or graph.type_of(out)
-                if out and out not in graph.static and vtype.is_float:
+                # model outputs of every dtype are compared (integers and bools exactly): token ids,
+                # ArgMax indices and masks are results, not shape arithmetic
+                if out and out not in graph.static and (vtype.is_float or graph.output_index(out) is not None):
                     probes.append(self._probe(graph, i, node, out, vtype, len(probes)))
         return probes
 
@@ -249,9 +254,12 @@ class OnnxRunner(LocalRuns, Runner):
         self._sessions[key] = session
         return session
 
-    def _new_session(self, variant, arena: bool = True):
+    def _new_session(self, variant, arena: bool = True, save_to: str | None = None):
+        """A session with diffcore's options; ``save_to``: a folder ORT writes its optimized graph into."""
         ort = require("onnxruntime")
         options = ort.SessionOptions()
+        if save_to is not None:
+            save_options(options, save_to)
         options.log_severity_level = 3  # unused-initializer notices from extracted scopes are expected
         # The arena keeps a run's peak activations allocated after it returns: right for the plain session
         # that runs again and again, a waste for an instrumented one that exposes hundreds of values once.
@@ -315,6 +323,24 @@ class OnnxRunner(LocalRuns, Runner):
             _trim(self._plain, 2)
         self._plain.move_to_end(key)
         return self._plain[key]
+
+    def fused_away(self) -> set[str]:
+        """Values of the graph that the deployed session (the plain one: same providers, optimization level
+        and disabled optimizers) does not compute: ORT fused or folded them away. Findings on such values
+        were seen only because exposing them disabled the fusion. Empty, with a warning, when ORT cannot
+        write its optimized graph (some providers cannot)."""
+        if self._fused is None:
+            self._fused = set()
+            folder = tempfile.mkdtemp(prefix="deployed-", dir=self._tempdir())
+            try:
+                self._new_session(self._store.variant(), save_to=folder)
+                deployed = deployed_value_names(str(Path(folder) / OPTIMIZED_FILE))
+            except Exception as exc:  # knowing the fusions refines findings; it is not needed for them
+                self._warn(f"could not read the graph ONNX Runtime deploys for {self.name} ({exc}): findings "
+                           "are not checked against its fusions")
+                return self._fused
+            self._fused = _absent_from((out for node in self.graph.nodes for out in node.output), deployed)
+        return self._fused
 
     def capture(self, inputs: Mapping, keys: Collection[str]) -> dict:
         """Compute ``keys`` (exposed as outputs of the part of the graph they need); return {key: value}.
