@@ -105,6 +105,7 @@ class _Matcher:
         self.unmatched: list[Unmatched] = []
         self.paired_ref: set[str] = set()
         self.paired_test: set[str] = set()
+        self.output_why: dict = {}  # output key -> why it did not pair with the other side's output
 
     def add(self, ref: Probe, test: Probe, method: str, name: str | None = None) -> bool:
         ok, note = reconcile_shapes(ref.shape, test.shape)
@@ -129,6 +130,11 @@ class _Matcher:
                 next(iter(left_test), None)
             if test is not None and self._add_output(ref, test):
                 left_test.remove(test)
+            elif test is not None:  # say why the model outputs did not pair: no output goes unexplained
+                note = reconcile_shapes(ref.shape, test.shape)[1]
+                self.output_why[ref.key] = f"model output; does not pair with test output {test.key!r}: {note}"
+                self.output_why.setdefault(test.key, f"model output; does not pair with reference output "
+                                                     f"{ref.key!r}: {note}")
 
     def _add_output(self, ref: Probe, test: Probe) -> bool:
         label = ref.key if is_graph_probe(ref) else (test.key if is_graph_probe(test) else ref.key)
@@ -246,6 +252,8 @@ class _Matcher:
                                                     probe.module or ""))
 
     def _why(self, side: str, probe: Probe) -> str:
+        if probe.is_output and probe.key in self.output_why:
+            return self.output_why[probe.key]
         cast_of = probe.meta.get("cast_of")
         if cast_of is not None and side == "test":
             return f"inserted Cast of {cast_of!r} (the same tensor in another dtype)"
