@@ -220,19 +220,27 @@ FUSION_WORDS = ("seen with the fusion disabled; the deployed graph fuses it (fra
                 "fusion)")
 
 
+def _range_finding(row) -> bool:
+    return bool(row.new_nonfinite or row.local_new_nonfinite)
+
+
 def set_aside_fused(layers, loc: Localization, is_fused) -> Localization:
     """Findings made only because instrumentation broke an ORT fusion do not fail the model.
 
     Applies when the deployed outputs pass: from the first row on, a ``diverged`` row whose value the
-    deployed graph fuses away (``is_fused(row)``) becomes ``fusion-dependent``, and so do the ``carried``
-    rows after it; a ``diverged`` row the deployed graph computes, or a ``carried`` one before any such
-    finding, stops the walk and stays a divergence. Returns the localization of what is left.
+    deployed graph fuses away (``is_fused(row)``) and whose finding is NaN/Inf the reference does not have
+    becomes ``fusion-dependent``, and so do the ``carried`` rows after it. A fusion changes where values
+    are stored and in which precision (ORT's fused kernels compute in float32 inside), not what they are:
+    an overflow of a value the deployed run never materializes is an artefact of exposing it, while a value
+    error (swapped channels) is there in the fused kernel too. Any other ``diverged`` row, or a ``carried``
+    one before such a finding, stops the walk and stays a divergence. Returns the localization of what is
+    left.
     """
     if loc.failed_outputs or loc.first_divergence is None:
         return loc
     origin = None
     for row in layers:
-        if row.status == DIVERGED and is_fused(row):
+        if row.status == DIVERGED and _range_finding(row) and is_fused(row):
             row.status, row.cause = FUSED, f"{row.cause}; {FUSION_WORDS}"
             origin = origin or row
         elif row.status == CARRIED and origin is not None:
