@@ -503,7 +503,11 @@ class TorchRunner(Runner):
         Keys are ``output``/``output.i``/``output.<name>`` in output-index order (without the ``~n`` a
         hooked pass may append to keep them apart from module paths)."""
         args, kwargs = self._split_call(self.prepare_inputs(inputs))
-        output = self._call(self.module, _NoHooks(self.name), args, kwargs)
+        try:
+            output = self._call(self.module, _NoHooks(self.name), args, kwargs)
+        except DiffcoreError:
+            self._forward(inputs, _Hooks(self.module))  # the same failure again, located by the hooks
+            raise
         return {key: tensor.detach() for key, tensor in flatten_outputs("output", output)}
 
     def check_hooks(self, inputs: Mapping, plain: Mapping | None = None) -> str:
