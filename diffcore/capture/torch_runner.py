@@ -29,6 +29,7 @@ import numpy as np
 from .._deps import require
 from ..errors import DiffcoreError, format_choices
 from .base import InputSpec, Probe, Runner
+from .torch_plain import NoHooks, hooks_change
 
 __all__ = ["TorchRunner", "load_factory", "flatten_outputs"]
 
@@ -504,7 +505,7 @@ class TorchRunner(Runner):
         hooked pass may append to keep them apart from module paths)."""
         args, kwargs = self._split_call(self.prepare_inputs(inputs))
         try:
-            output = self._call(self.module, _NoHooks(self.name), args, kwargs)
+            output = self._call(self.module, NoHooks(self.name), args, kwargs)
         except DiffcoreError:
             self._forward(inputs, _Hooks(self.module))  # the same failure again, located by the hooks
             raise
@@ -521,57 +522,13 @@ class TorchRunner(Runner):
         hooks = _Hooks(self.module)
         hooked = [t.detach() for _, _, t in self._model_outputs(self._forward(inputs, hooks), hooks)]
         plain = list((plain if plain is not None else self.outputs(inputs)).values())
-        message = _hooks_change(self.name, hooked, plain)
+        message = hooks_change(self.name, hooked, plain)
         if message and message not in self.warnings:
             self.warnings.append(message)
         return message
 
     def close(self) -> None:
         """Nothing to release: the module (or its copy) is freed with the runner."""
-
-
-class _NoHooks:
-    """Stands in for ``_Hooks`` where a forward must run exactly as deployed: registers nothing."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        return None
-
-    def error(self, exc: BaseException) -> DiffcoreError:
-        return DiffcoreError(f"forward of {self.name} failed: {type(exc).__name__}: {exc}")
-
-
-def _same_tensor(a, b) -> bool:
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    if a.is_floating_point() or a.is_complex():
-        return bool(((a == b) | (a.isnan() & b.isnan())).all())
-    return bool((a == b).all())
-
-
-def _hooks_change(name: str, hooked: list, plain: list) -> str:
-    """The warning when the hooked run's outputs differ from the unhooked run's, else ""."""
-    if len(hooked) != len(plain):
-        return (f"{name} returns {len(hooked)} output(s) with forward hooks but {len(plain)} without: the "
-                "captured layers come from a different computation than the model as deployed")
-    changed = [i for i, (h, p) in enumerate(zip(hooked, plain)) if not _same_tensor(h, p)]
-    if not changed:
-        return ""
-    worst = max(_max_abs_diff(hooked[i], plain[i]) for i in changed)
-    return (f"forward hooks changed the outputs of {name} (output(s) {changed}, max |diff| {worst:.3g}) "
-            "against a run without hooks: the captured layers come from a slightly different computation "
-            "than the model as deployed; the outputs are judged on the run without hooks")
-
-
-def _max_abs_diff(a, b) -> float:
-    if a.shape != b.shape:
-        return float("inf")
-    return float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
 
 
 def _check_found(wanted: set, got: dict, seen: list, model: str, what: str) -> None:

@@ -21,6 +21,7 @@ device, handed out zero-copy as torch tensors (DLPack), or as CuPy arrays / OrtV
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
 from collections import OrderedDict
 from collections.abc import Collection, Mapping
@@ -205,7 +206,7 @@ class OnnxRunner(LocalRuns, Runner):
                                     f"{given} values do not fit in it")
             array = cast
         _check_shape(self.name, spec, array.shape)
-        return np.ascontiguousarray(array)
+        return np.ascontiguousarray(array).reshape(array.shape)  # ascontiguousarray makes a 0-d array 1-d
 
     # -- probes
 
@@ -339,6 +340,8 @@ class OnnxRunner(LocalRuns, Runner):
                 self._warn(f"could not read the graph ONNX Runtime deploys for {self.name} ({exc}): findings "
                            "are not checked against its fusions")
                 return self._fused
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)  # a copy of the weights: not kept on disk
             self._fused = _absent_from((out for node in self.graph.nodes for out in node.output), deployed)
         return self._fused
 
