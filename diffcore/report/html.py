@@ -196,6 +196,18 @@ def _outputs(report) -> str:
             f"{rows_table(report.outputs, report.first_divergence)}" + (f"<ul>{causes}</ul>" if causes else ""))
 
 
+def _set_aside(report) -> str:
+    """Fusion-dependent and not-comparable rows with their causes (the text view's section)."""
+    parts = []
+    for status, title in (("fusion-dependent", "Fusion-dependent findings (do not fail the deployed model)"),
+                          ("not comparable", "Not comparable (nothing finite on both sides)")):
+        rows = [r for r in report.layers if r.status == status]
+        if rows:
+            lis = "".join(f"<li><code>{_e(r.name)}</code>: {_e(r.cause)}</li>" for r in rows)
+            parts.append(f"<h4>{_e(title)} ({len(rows)})</h4><ul>{lis}</ul>")
+    return "".join(parts)
+
+
 def _unmatched(report) -> str:
     if not report.unmatched:
         return ""
@@ -229,7 +241,8 @@ def render_html(report) -> str:
         of rel L2 error against depth, the layer table with the first divergence highlighted, the outputs,
         unmatched tensors and warnings.
     """
-    body = "".join([_header(report), _layers(report), _outputs(report), _unmatched(report), _warnings(report)])
+    body = "".join([_header(report), _layers(report), _outputs(report), _set_aside(report), _unmatched(report),
+                    _warnings(report)])
     return f'<div class="diffcore-report"><style>{STYLE}</style>{body}</div>'
 
 

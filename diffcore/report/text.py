@@ -262,6 +262,23 @@ def output_section(report) -> list[str]:
     return [f"Outputs ({len(report.outputs)}): from the uninstrumented runs", _tabulate(cells)] + notes
 
 
+FINDINGS_SHOWN = 10    # fusion-dependent / not-comparable rows listed with their cause
+
+
+def set_aside_section(report) -> list[str]:
+    """Rows that are neither passed nor failed, with why: fusion-dependent findings, rows with nothing
+    finite to compare."""
+    lines = []
+    for status, title in (("fusion-dependent", "Fusion-dependent findings (do not fail the deployed model)"),
+                          ("not comparable", "Not comparable (nothing finite on both sides)")):
+        rows = [r for r in report.layers if r.status == status]
+        if rows:
+            lines.append(f"{title} ({len(rows)}):")
+            lines += [f"  - {r.name}: {r.cause}" for r in rows[:FINDINGS_SHOWN]]
+            lines += [f"  ... and {len(rows) - FINDINGS_SHOWN} more"] if len(rows) > FINDINGS_SHOWN else []
+    return lines
+
+
 def unmatched_section(report) -> list[str]:
     """Unmatched tensors grouped by side; a reason shared by many tensors is printed once with them."""
     lines = []
@@ -313,5 +330,5 @@ def render_text(report, max_rows: int | None = 60) -> str:
         The report, newline-terminated.
     """
     sections = [header_lines(report), layer_section(report, max_rows), output_section(report),
-                unmatched_section(report), warning_section(report)]
+                set_aside_section(report), unmatched_section(report), warning_section(report)]
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"

@@ -221,7 +221,9 @@ def test_a_finding_only_an_unfused_rmsnorm_shows_does_not_fail_the_deployed_fp16
     npz = tmp_path / "in.npz"
     np.savez(npz, **{k: v.numpy() for k, v in inputs.items()})
     code, out, _ = run_cli(capsys, "compare", path, path, "--test-dtype", "float16", "--inputs", npz)
-    assert code == 0 and "fusion-dependent" in out
+    assert code == 0 and "Fusion-dependent findings (do not fail the deployed model) (" in out
+    assert "  - /norm/Pow_output_0: makes NaN/Inf from the reference's (finite) inputs" in out
+    assert "Fusion-dependent findings" in report.to_html() and "dc-s-fusion-dependent" in report.to_html()
 
 
 def test_fused_away_names_the_values_the_deployed_graph_does_not_compute(tmp_path):
