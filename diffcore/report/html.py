@@ -64,7 +64,7 @@ def _row_html(row, first) -> str:
         else:
             klass = ' class="dc-text"' if header in _TEXT_COLUMNS else ""
             tds.append(f"<td{klass}>{_e(cell)}</td>")
-    klass = "dc-first" if same_row(row, first) else f"dc-row-{_e(row.status)}"
+    klass = "dc-first" if same_row(row, first) else f"dc-row-{_e(str(row.status).replace(' ', '-'))}"
     title = f' title="{_e(row.cause)}"' if row.cause else ""
     return f'<tr class="{klass}"{title}>' + "".join(tds) + "</tr>"
 
