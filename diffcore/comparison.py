@@ -1,20 +1,28 @@
-"""``compare``: run two models on the same inputs, match their layers, and localize the first divergence."""
+"""``compare``: run two models on the same inputs, match their layers, and localize the first divergence.
+
+The deployed run decides: model outputs are compared on each side's uninstrumented run (``Runner.outputs``:
+the plain ONNX Runtime session, a torch forward without hooks); layers on the instrumented captures. A torch
+side is checked for hooks that change its outputs, an ONNX side for exposed values that change them
+(capture/onnx/runner.py). Integer and bool tensors are compared exactly (stats/exact.py).
+"""
 from __future__ import annotations
 
 import math
 import time
 
 from . import env
+from .coverage import coverage_of, decide
 from .drift import drift_many
 from .errors import DiffcoreError
 from .findings import attach as attach_findings
 from .findings import collect as collect_findings
 from .inputs import resolve_inputs
 from .local import LocalComputer
-from .localize import DivergenceRule, localize, summarize
+from .localize import DivergenceRule, localize, set_aside_fused, summarize
 from .match.matcher import match_probes
 from .report.model import DiffReport, LayerRow, Unmatched
 from .spec import open_runner
+from .stats.exact import exact_compare, is_exact_dtype
 
 __all__ = ["compare"]
 
@@ -47,6 +55,26 @@ def plan_chunks(pairs, budget_bytes: int) -> list[list]:
     return chunks
 
 
+def _value_dtype(value) -> str | None:
+    dtype = getattr(value, "dtype", None)
+    return None if dtype is None else str(dtype).replace("torch.", "")
+
+
+def _is_exact_pair(ref, test) -> bool:
+    """Integer/bool values on either side are compared exactly, not with float drift statistics."""
+    return is_exact_dtype(_value_dtype(ref)) or is_exact_dtype(_value_dtype(test))
+
+
+def _output_value(values: dict, probe):
+    """A model output of an uninstrumented run for ``probe``: by key, else by output index (a hooked torch
+    pass may have renamed ``output`` to ``output~1`` to keep it apart from a module path)."""
+    if probe.key in values:
+        return values[probe.key]
+    ordered = list(values.values())
+    index = probe.output_index
+    return ordered[index] if index is not None and index < len(ordered) else None
+
+
 def _same_layout(ref, test):
     """``test`` viewed in ``ref``'s shape when the matcher allowed a reshape (same element count)."""
     if tuple(ref.shape) == tuple(test.shape):
@@ -72,8 +100,8 @@ class _Comparison:
         data, notes = resolve_inputs(inputs, self.ref, self.test)
         self.warnings += notes
         ref_feed, test_feed = self.ref.prepare_inputs(data), self.test.prepare_inputs(data)
-        ref_probes = self._timed("probe", self.ref.probes, ref_feed)
-        test_probes = self._timed("probe", self.test.probes, test_feed)
+        ref_probes = self.ref_probes = self._timed("probe", self.ref.probes, ref_feed)
+        test_probes = self.test_probes = self._timed("probe", self.test.probes, test_feed)
         match = self._timed("match", match_probes, ref_probes, test_probes)
         self.match_pairs = match.pairs
         self.unmatched += match.unmatched
@@ -81,12 +109,13 @@ class _Comparison:
         everywhere = self.local.everywhere()
         if self.local.unavailable_reason():
             self.warnings.append(self.local.unavailable_reason())
-        rows = self.rows = self._rows(match.pairs, ref_feed, test_feed)
+        rows = self.rows = self._rows(match.layer_pairs, ref_feed, test_feed)
+        rows.update(self._output_rows(match.output_pairs, ref_feed, test_feed))
         self._refold(match, ref_probes, ref_feed, test_feed)
         self.findings = collect_findings(self.ref, self.test)  # what converters and diffcore changed
         attach_findings(rows.values(), self.findings)
         if everywhere and not self.local.inline:
-            for chunk in self._chunks([p for p in match.pairs if id(p) in rows]):
+            for chunk in self._chunks([p for p in match.layer_pairs if id(p) in rows]):
                 self._add_local(chunk, rows, ref_feed, test_feed)
         layers = [rows[id(p)] for p in match.layer_pairs if id(p) in rows]
         outputs = [rows[id(p)] for p in match.output_pairs if id(p) in rows]
@@ -94,7 +123,30 @@ class _Comparison:
         loc = localize(layers, outputs, rule=rule, explicit_tolerance=self.opt["atol"] is not None)
         if not everywhere and loc.first_divergence is not None and not self.local.unavailable_reason():
             loc = self._local_around(match, layers, outputs, loc, ref_feed, test_feed, rule)
+        if loc.first_divergence is not None and not loc.failed_outputs:
+            fused = self._fused_predicate()
+            loc = set_aside_fused(layers, loc, fused) if fused is not None else loc
         return self._report(layers, outputs, loc, rule)
+
+    def _output_rows(self, pairs, ref_feed, test_feed) -> dict:
+        """Model outputs compared on each side's uninstrumented run: the model as deployed decides."""
+        if not pairs:
+            return {}
+        ref_vals = self._timed("capture", self.ref.outputs, ref_feed)
+        test_vals = self._timed("capture", self.test.outputs, test_feed)
+        for runner, feed, plain in ((self.ref, ref_feed, ref_vals), (self.test, test_feed, test_vals)):
+            if hasattr(runner, "check_hooks"):
+                self._timed("capture", runner.check_hooks, feed, plain)
+        ref_by_key = {p.ref.key: _output_value(ref_vals, p.ref) for p in pairs}
+        test_by_key = {p.test.key: _output_value(test_vals, p.test) for p in pairs}
+        return self._pair_rows(pairs, ref_by_key, test_by_key)
+
+    def _fused_predicate(self):
+        """``row -> bool``: the row's test value is one the deployed test graph fuses away (ONNX only)."""
+        if not hasattr(self.test, "fused_away"):
+            return None
+        fused = self._timed("match", self.test.fused_away)
+        return (lambda row: row.test_tensor in fused) if fused else None
 
     def _chunks(self, pairs) -> list:
         return _progress(plan_chunks(pairs, self.opt["memory_budget_mb"] << 20), self.opt["progress"])
@@ -145,8 +197,18 @@ class _Comparison:
         extra = self.local.needed_ref_keys(chunk) if self.local.inline else set()
         ref_vals = self._timed("capture", self.ref.capture, ref_feed, {p.ref.key for p in chunk} | extra)
         test_vals = self._timed("capture", self.test.capture, test_feed, {p.test.key for p in chunk})
-        kept, tensors = [], []
-        for pair in chunk:
+        chunk_rows = self._pair_rows(chunk, ref_vals, test_vals)
+        del test_vals  # local errors need the reference's values only: hold one side less
+        if self.local.inline:
+            rows.update(chunk_rows)
+            self._add_local([p for p in chunk if id(p) in chunk_rows], rows, ref_feed, test_feed, ref_vals)
+        return chunk_rows
+
+    def _pair_rows(self, pairs, ref_vals, test_vals) -> dict:
+        """{id(pair): LayerRow} of the pairs whose values both runs produced with one element count: float
+        pairs with drift statistics in one pass, integer/bool pairs exactly."""
+        kept, tensors, rows = [], [], {}
+        for pair in pairs:
             r, t = ref_vals.get(pair.ref.key), test_vals.get(pair.test.key)
             if r is None or t is None:
                 side, key = ("ref", pair.ref.key) if r is None else ("test", pair.test.key)
@@ -156,21 +218,21 @@ class _Comparison:
                 self.unmatched.append(Unmatched("ref", pair.ref.key, f"shape differs at run time: ref "
                                                 f"{tuple(r.shape)} vs test {tuple(t.shape)}", pair.name))
                 continue
+            if _is_exact_pair(r, t):
+                stats = self._timed("statistics", exact_compare, r, t)
+                rows[id(pair)] = self._row(pair, stats, LayerRow.from_exact)
+                continue
             kept.append(pair)
             tensors.append((r, _same_layout(r, t)))
         stats = self._timed("statistics", drift_many, tensors, **self._drift_options())
-        chunk_rows = {id(p): self._row(p, s) for p, s in zip(kept, stats)}
-        del tensors, test_vals  # local errors need the reference's values only: hold one side less
-        if self.local.inline:
-            rows.update(chunk_rows)
-            self._add_local(kept, rows, ref_feed, test_feed, ref_vals)
-        return chunk_rows
+        rows.update((id(p), self._row(p, s)) for p, s in zip(kept, stats))
+        return rows
 
     def _drift_options(self) -> dict:
         return {"atol": self.opt["atol"], "rtol": self.opt["rtol"], "backend": self.opt["backend"]}
 
-    def _row(self, pair, stats) -> LayerRow:
-        row = LayerRow.from_stats(stats, index=pair.ref.order, name=pair.name, ref_tensor=pair.ref.key,
+    def _row(self, pair, stats, make=LayerRow.from_stats) -> LayerRow:
+        row = make(stats, index=pair.ref.order, name=pair.name, ref_tensor=pair.ref.key,
                                   test_tensor=pair.test.key, op_type=pair.test.op_type or pair.ref.op_type,
                                   match=pair.method, notes=pair.notes)
         # the module the tensor leaves, else (an ONNX value inside a module's scope) the module it lives in
@@ -180,6 +242,7 @@ class _Comparison:
         return row
 
     def _add_local(self, pairs, rows, ref_feed, test_feed, ref_values=None) -> None:
+        pairs = [p for p in pairs if id(p) not in rows or not rows[id(p)].exact]  # exact rows need none
         overflowing = {p.test.key for p in self.match_pairs if id(p) in rows and rows[id(p)].overflow_risk}
         local = self._timed("local", self.local.compute, pairs, ref_feed, test_feed, ref_values, overflowing)
         for pair in pairs:
@@ -207,13 +270,16 @@ class _Comparison:
         tolerance = {"atol": self.opt["atol"], "rtol": self.opt["rtol"],
                      "source": "user" if self.opt["atol"] is not None else "default per test dtype",
                      "rule": rule.to_dict()}
+        coverage = coverage_of(self.ref_probes, self.test_probes, layers, outputs)
+        verdict, reason = decide(loc.failed, outputs, coverage, self.unmatched, self.ref_probes)
         return DiffReport(
-            verdict="fail" if loc.failed else "pass", tolerance=tolerance, layers=layers, outputs=outputs,
+            verdict=verdict, reason=reason, coverage=coverage, tolerance=tolerance, layers=layers,
+            outputs=outputs,
             first_divergence=loc.first_divergence, unmatched=self.unmatched,
             ref={"kind": self.ref.kind, "description": self.ref.description},
             test={"kind": self.test.kind, "description": self.test.description},
-            summary=summarize(layers, outputs, loc), warnings=list(dict.fromkeys(self.warnings)),
-            findings=self.findings,
+            summary=summarize(layers, outputs, loc, reason=reason, coverage=coverage),
+            warnings=list(dict.fromkeys(self.warnings)), findings=self.findings,
             timings={k: round(v, 6) for k, v in self.timings.items()},
             environment=env.collect(import_torch=False),
         )

@@ -18,15 +18,24 @@ The rule (``DivergenceRule``), dtype-aware so that float16 noise in every layer 
 The first divergence is the first ``diverged`` row; if none, the first ``carried`` one (error that grew
 gradually with no single layer at fault). The comparison fails when there is a first divergence or a model
 output shows a new NaN/Inf, exceeds 5 %, or (with explicit atol/rtol) mismatches under the tolerance.
+
+Integer and bool tensors are compared exactly (stats/exact.py): any differing element fails the row. A row
+with no element finite on both sides is ``not comparable``: nothing was measured, so it neither passes nor
+fails (an output like that makes the comparison inconclusive, coverage.py).
+
+The deployed run decides: model outputs come from uninstrumented runs. Where those pass and the first
+divergence is on a value the deployed ONNX graph fuses away (``set_aside_fused``), the finding was made
+only because exposing the value disabled the fusion: it and the rows carried from it become
+``fusion-dependent`` and do not fail the model.
 """
 from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from .findings import blame_converter
-from .report.model import CARRIED, DIVERGED, DRIFT, OK
+from .report.model import CARRIED, DIVERGED, DRIFT, FUSED, NOT_COMPARABLE, OK
 from .stats.formats import FORMATS
 
 
@@ -62,6 +71,7 @@ class Localization:
     first_divergence: object  # LayerRow or None
     failed_outputs: list
     median_local: float | None
+    set_aside: list = field(default_factory=list)  # fusion-dependent rows (set_aside_fused)
 
     @property
     def failed(self) -> bool:
@@ -106,6 +116,12 @@ class _Judge:
         return ""
 
     def judge(self, row) -> None:
+        if row.exact:
+            self._judge_exact(row)
+            return
+        if not row.comparable and not row.new_nonfinite:
+            row.status, row.cause = NOT_COMPARABLE, _not_comparable_cause(row)
+            return
         local_cause, limit_cause = self.local_fires(row), self.limit_fires(row)
         local_cause, limit_cause = blame_converter(row, local_cause, limit_cause)  # a clamped constant read
         if local_cause:
@@ -119,6 +135,12 @@ class _Judge:
             row.status, row.cause = OK, ""
         if _finite(row.rel_l2):
             self.upstream_max = max(self.upstream_max, row.rel_l2)
+
+    def _judge_exact(self, row) -> None:
+        if row.mismatch_count:
+            self._past_limit(row, _exact_cause(row))
+        else:
+            row.status, row.cause = OK, f"all {row.count} elements equal (compared exactly)"
 
     def _past_limit(self, row, cause: str) -> None:
         if row.local_rel_l2 is not None:
@@ -143,7 +165,25 @@ def _nonfinite_cause(row) -> str:
     return cause
 
 
+def _exact_cause(row) -> str:
+    where = ""
+    if row.first_mismatch_index is not None:
+        ref, test = (row.first_mismatch_values or [None, None])[:2]
+        where = f"; first at {list(row.first_mismatch_index)}: ref {ref} vs test {test}"
+    return (f"{row.mismatch_count} of {row.count} elements differ ({_pct(row.mismatch_frac)}, compared "
+            f"exactly as {row.test_dtype}){where}")
+
+
+def _not_comparable_cause(row) -> str:
+    if not row.count:
+        return "empty tensor: no element to compare"
+    return (f"no element is finite on both sides ({row.nan_ref + row.inf_ref} NaN/Inf in the reference, "
+            f"{row.nan_test + row.inf_test} in the test): nothing was compared")
+
+
 def _output_fails(row, rule: DivergenceRule, explicit_tolerance: bool) -> str:
+    if row.exact:
+        return _exact_cause(row) if row.mismatch_count else ""
     if row.new_nonfinite:
         return _nonfinite_cause(row)
     if row.rel_l2 > rule.fail_rel_l2:
@@ -168,10 +208,51 @@ def localize(layers, outputs, *, rule: DivergenceRule | None = None, explicit_to
         if cause:
             row.status, row.cause = (CARRIED if first is not None else DIVERGED), cause
             failed.append(row)
+        elif not row.comparable:
+            row.status, row.cause = NOT_COMPARABLE, _not_comparable_cause(row)
+        elif row.exact:
+            row.status, row.cause = OK, f"all {row.count} elements equal (compared exactly)"
         else:
             row.status = DRIFT if row.rel_l2 > rule.fine_rel_l2 else OK
             row.cause = ""
     return Localization(first, failed, judge.median_local)
+
+
+FUSION_WORDS = ("seen with the fusion disabled; the deployed graph fuses it (fragile on a provider without that "
+                "fusion)")
+
+
+def _range_finding(row) -> bool:
+    return bool(row.new_nonfinite or row.local_new_nonfinite)
+
+
+def set_aside_fused(layers, loc: Localization, is_fused) -> Localization:
+    """Findings made only because instrumentation broke an ORT fusion do not fail the model.
+
+    Applies when the deployed outputs pass: from the first row on, a ``diverged`` row whose value the
+    deployed graph fuses away (``is_fused(row)``) and whose finding is NaN/Inf the reference does not have
+    becomes ``fusion-dependent``, and so do the ``carried`` rows after it. A fusion changes where values
+    are stored and in which precision (ORT's fused kernels compute in float32 inside), not what they are:
+    an overflow of a value the deployed run never materializes is an artefact of exposing it, while a value
+    error (swapped channels) is there in the fused kernel too. Any other ``diverged`` row, or a ``carried``
+    one before such a finding, stops the walk and stays a divergence. Returns the localization of what is
+    left.
+    """
+    if loc.failed_outputs or loc.first_divergence is None:
+        return loc
+    origin = None
+    for row in layers:
+        if row.status == DIVERGED and _range_finding(row) and is_fused(row):
+            row.status, row.cause = FUSED, f"{row.cause}; {FUSION_WORDS}"
+            origin = origin or row
+        elif row.status == CARRIED and origin is not None:
+            row.status, row.cause = FUSED, (f"{row.cause}; carried from {origin.name}, which was "
+                                            f"{FUSION_WORDS.split(';')[0]}")
+        elif row.status in (DIVERGED, CARRIED):
+            break
+    first = next((r for r in layers if r.status == DIVERGED), None) or \
+        next((r for r in layers if r.status == CARRIED), None)
+    return Localization(first, loc.failed_outputs, loc.median_local, [r for r in layers if r.status == FUSED])
 
 
 def _badness(row):
@@ -185,14 +266,25 @@ def _error_words(row) -> str:
     return words
 
 
-def summarize(layers, outputs, loc: Localization) -> str:
-    """One paragraph saying what diverged first, where, and why (or why the comparison passes)."""
+def summarize(layers, outputs, loc: Localization, *, reason: str = "", coverage: dict | None = None) -> str:
+    """One paragraph saying what diverged first, where, and why (or why the comparison passes, or why it is
+    inconclusive when ``reason`` is given), followed by the coverage when given."""
+    from .coverage import coverage_line
+
+    text = _verdict_words(layers, outputs, loc, reason)
+    line = coverage_line(coverage or {})
+    return text + (f" Coverage: {line}." if line else "")
+
+
+def _verdict_words(layers, outputs, loc: Localization, reason: str) -> str:
     worst_out = max(outputs, key=_badness, default=None)
     out_text = f" Worst output {worst_out.name}: {_error_words(worst_out)}." if worst_out else ""
+    if not loc.failed and reason:
+        return f"INCONCLUSIVE: {reason}."
     if not loc.failed:
-        worst = max(layers, key=_badness, default=None)
+        worst = max((r for r in layers if r.status != FUSED), key=_badness, default=None)
         where = f"; largest layer error {_pct(worst.rel_l2)} at {worst.name}" if worst else ""
-        return f"PASS: {len(layers)} layers compared, no divergence{where}.{out_text}"
+        return f"PASS: {len(layers)} layers compared, no divergence{where}.{out_text}{_fusion_words(loc)}"
     first = loc.first_divergence
     if first is None:
         return f"FAIL: no layer diverges, but the outputs do: {loc.failed_outputs[0].cause}.{out_text}"
@@ -205,3 +297,12 @@ def summarize(layers, outputs, loc: Localization) -> str:
         origin = "the error accumulated over upstream layers with none standing out" + (
             f" (largest local error {_pct(top.local_rel_l2)} at {top.name})" if top else "")
     return f"FAIL: first divergence at {first.name}{op}, {position}: {first.cause}; {origin}.{out_text}"
+
+
+def _fusion_words(loc: Localization) -> str:
+    if not loc.set_aside:
+        return ""
+    first = loc.set_aside[0]
+    return (f" The deployed run passes, but {len(loc.set_aside)} layer finding(s) from {first.name} on were "
+            "seen only with an ONNX Runtime fusion disabled by the instrumentation: the model is right as "
+            "deployed here, yet would fail on a provider or optimization level without that fusion.")

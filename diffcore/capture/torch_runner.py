@@ -30,6 +30,7 @@ from .._deps import require
 from ..arrays import c_contiguous
 from ..errors import DiffcoreError, format_choices
 from .base import InputSpec, Probe, Runner
+from .torch_plain import NoHooks, hooks_change
 
 __all__ = ["TorchRunner", "load_factory", "flatten_outputs"]
 
@@ -541,10 +542,33 @@ class TorchRunner(Runner):
                                 f"{format_choices(paths)}") from exc
 
     def outputs(self, inputs: Mapping) -> dict:
-        """The model outputs {``output`` key: tensor} of one forward (hooks only track the running module)."""
+        """The model outputs {``output`` key: tensor} of one forward without any hook: the model as deployed.
+
+        Keys are ``output``/``output.i``/``output.<name>`` in output-index order (without the ``~n`` a
+        hooked pass may append to keep them apart from module paths)."""
+        args, kwargs = self._split_call(self.prepare_inputs(inputs))
+        try:
+            output = self._call(self.module, NoHooks(self.name), args, kwargs)
+        except DiffcoreError:
+            self._forward(inputs, _Hooks(self.module))  # the same failure again, located by the hooks
+            raise
+        return {key: tensor.detach() for key, tensor in flatten_outputs("output", output)}
+
+    def check_hooks(self, inputs: Mapping, plain: Mapping | None = None) -> str:
+        """Run once with a hook on every module and compare the model outputs with the unhooked run's
+        (``plain``, else computed). A hook-free forward can differ when a module changes behaviour under
+        hooks (e.g. a fast path that hooks disable); then the captured layers come from another computation.
+
+        Returns:
+            "" when the outputs are bitwise equal, else the warning (also appended to ``self.warnings``).
+        """
         hooks = _Hooks(self.module)
-        output = self._forward(inputs, hooks)
-        return {key: tensor.detach() for key, _, tensor in self._model_outputs(output, hooks)}
+        hooked = [t.detach() for _, _, t in self._model_outputs(self._forward(inputs, hooks), hooks)]
+        plain = list((plain if plain is not None else self.outputs(inputs)).values())
+        message = hooks_change(self.name, hooked, plain)
+        if message and message not in self.warnings:
+            self.warnings.append(message)
+        return message
 
     def close(self) -> None:
         """Nothing to release: the module (or its copy) is freed with the runner."""

@@ -92,7 +92,7 @@ def run_demo(args) -> int:
         print(f"=== {title} ===\n", flush=True)
         report = compare(DEMO_SPEC, test, inputs, backend=args.backend, progress=progress_wanted(), **extra)
         print(report.to_text())
-        verdicts.append((title, "PASS" if report.passed else "FAIL", command_line(test, inputs_path, flags)))
+        verdicts.append((title, report.verdict.upper(), command_line(test, inputs_path, flags)))
     print(f"Demo files in {out_dir}:\n  {onnx_path}\n  {inputs_path}\n")
     for title, verdict, line in verdicts:
         print(f"{title}: {verdict}\n  {line}")

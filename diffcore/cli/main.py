@@ -3,8 +3,10 @@
 Commands: compare, capture, demo, env (env diff), golden record|check, validate.
 
 Exit codes: 0 within tolerance, 1 diverged, 2 a usage or input error (one line on stderr, no traceback),
-3 a bug in diffcore (one line; ``DIFFCORE_DEBUG=1`` adds the traceback). 130 on Ctrl-C, and 141 when the
-reader of stdout went away (what a shell reports for a process ended by SIGPIPE).
+3 a bug in diffcore (one line; ``DIFFCORE_DEBUG=1`` adds the traceback), 4 inconclusive: the comparison
+compared nothing decisive (no model output paired, or an output with no element finite on both sides), so
+it is neither a pass nor a divergence (``DiffReport.exit_code``; CI must not read it as success). 130 on
+Ctrl-C, and 141 when the reader of stdout went away (what a shell reports for a process ended by SIGPIPE).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ __all__ = ["build_parser", "entry_point", "main"]
 
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 2, 3, 130, 141
+EXIT_INCONCLUSIVE = 4  # DiffReport.exit_code of a comparison that compared nothing decisive
 
 
 class UsageError(DiffcoreError):
@@ -250,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="diffcore", allow_abbrev=False,
                      description="Find where a converted model stops matching its original.",
                      epilog="exit codes: 0 within tolerance, 1 diverged, 2 usage or input error, 3 internal "
-                            "error")
+                            "error, 4 inconclusive (nothing decisive compared: no model output paired, or an "
+                            "output with no element finite on both sides)")
     parser.add_argument("--version", action="version", version=f"diffcore {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -316,7 +320,8 @@ def main(argv=None) -> int:
         argv: the arguments after the program name; ``sys.argv[1:]`` when None.
 
     Returns:
-        0 within tolerance, 1 diverged, 2 usage or input error, 3 internal error (see the module doc).
+        0 within tolerance, 1 diverged, 2 usage or input error, 3 internal error, 4 inconclusive (see the
+        module doc).
     """
     try:
         return _run(build_parser().parse_args(argv))

@@ -3,7 +3,7 @@
 Every pair records how it was matched (``method``); every tensor left without a counterpart is listed with
 the reason, never dropped silently. Strategies, in order:
 
-1. ``output``: model outputs by position.
+1. ``output``: model outputs by name (the same output name on both sides), then by position.
 2. ``name``: the same key on both sides (torch vs torch module paths; ONNX vs ONNX value names).
 3. ``module-scope``: torch module paths vs ONNX values leaving that module's scope (both exporters leave
    module paths: TorchScript in node names, dynamo in ``pkg.torch.onnx.name_scopes``).
@@ -71,6 +71,10 @@ def is_graph_probe(probe: Probe) -> bool:
     return bool(probe.meta.get("graph")) or probe.node is not None
 
 
+def _has_unknown_dim(shape) -> bool:
+    return shape is not None and any(d is None for d in shape)
+
+
 def _numel(shape) -> int | None:
     return None if shape is None or any(d is None for d in shape) else math.prod(shape)
 
@@ -133,6 +137,7 @@ class _Matcher:
         self.paired_ref: set[str] = set()
         self.paired_test: set[str] = set()
         self.reasons: dict = {}  # (side, key) -> why it is left unmatched, where a strategy knows better
+        self.output_why: dict = {}  # output key -> why it did not pair with the other side's output
 
     def add(self, ref: Probe, test: Probe, method: str, name: str | None = None) -> bool:
         ok, note = reconcile_shapes(ref.shape, test.shape)
@@ -145,12 +150,36 @@ class _Matcher:
         return True
 
     def outputs(self):
-        test_outputs = {p.output_index: p for p in self.test if p.is_output}
-        for ref in (p for p in self.ref if p.is_output):
-            test = test_outputs.get(ref.output_index)
-            if test is not None:
-                label = ref.key if is_graph_probe(ref) else (test.key if is_graph_probe(test) else ref.key)
-                self.add(ref, test, "output", name=label)
+        """Model outputs: the same name on both sides first, then the rest by position (output index)."""
+        refs = sorted((p for p in self.ref if p.is_output), key=lambda p: p.output_index)
+        tests = sorted((p for p in self.test if p.is_output), key=lambda p: p.output_index)
+        test_by_key = {p.key: p for p in tests}
+        for ref in refs:
+            if ref.key in test_by_key:
+                self._add_output(ref, test_by_key[ref.key])
+        left_test = [p for p in tests if p.key not in self.paired_test]
+        for ref in (p for p in refs if p.key not in self.paired_ref):
+            test = next((p for p in left_test if p.output_index == ref.output_index), None) or \
+                next(iter(left_test), None)
+            if test is not None and self._add_output(ref, test):
+                left_test.remove(test)
+            elif test is not None:  # say why the model outputs did not pair: no output goes unexplained
+                note = reconcile_shapes(ref.shape, test.shape)[1]
+                self.output_why[ref.key] = f"model output; does not pair with test output {test.key!r}: {note}"
+                self.output_why.setdefault(test.key, f"model output; does not pair with reference output "
+                                                     f"{ref.key!r}: {note}")
+
+    def _add_output(self, ref: Probe, test: Probe) -> bool:
+        label = ref.key if is_graph_probe(ref) else (test.key if is_graph_probe(test) else ref.key)
+        if self.add(ref, test, "output", name=label):
+            return True
+        if _has_unknown_dim(ref.shape) or _has_unknown_dim(test.shape):
+            # static inference left a dimension open: the run-time shapes decide (comparison.py checks them)
+            self.pairs.append(Pair(ref, test, label, "output", ["shapes checked at run time"]))
+            self.paired_ref.add(ref.key)
+            self.paired_test.add(test.key)
+            return True
+        return False
 
     def by_name(self):
         test_by_key = {p.key: p for p in self.test}
@@ -287,6 +316,8 @@ class _Matcher:
     def _why(self, side: str, probe: Probe) -> str:
         if (side, probe.key) in self.reasons:
             return self.reasons[side, probe.key]
+        if probe.is_output and probe.key in self.output_why:
+            return self.output_why[probe.key]
         cast_of = probe.meta.get("cast_of")
         if cast_of is not None and side == "test":
             return f"inserted Cast of {cast_of!r} (the same tensor in another dtype)"

@@ -9,7 +9,8 @@ from __future__ import annotations
 import html
 import math
 
-from .text import HEADERS, bands, describe_side, describe_tolerance, fmt_pct, row_cells, same_row
+from .text import (HEADERS, bands, coverage_text, describe_side, describe_tolerance, fmt_pct, row_cells, same_row,
+                   verdict_word)
 
 __all__ = ["render_html", "render_page", "sparkline_svg"]
 
@@ -18,6 +19,7 @@ STYLE = """
 .diffcore-report .dc-verdict{display:inline-block;padding:1px 8px;border-radius:3px;color:#fff;font-weight:600}
 .diffcore-report .dc-pass{background:#2e7d32}
 .diffcore-report .dc-fail{background:#c62828}
+.diffcore-report .dc-inconclusive{background:#6d4c41}
 .diffcore-report .dc-facts td{padding:0 8px 0 0;text-align:left;border:none}
 .diffcore-report .dc-scroll{max-height:480px;overflow:auto}
 .diffcore-report table.dc-rows{border-collapse:collapse}
@@ -30,6 +32,8 @@ STYLE = """
 .diffcore-report .dc-s-drift{color:#7a4f01;background:#fff3cd}
 .diffcore-report .dc-s-diverged{color:#fff;background:#c62828}
 .diffcore-report .dc-s-carried{color:#b71c1c;background:#fde0dc}
+.diffcore-report .dc-s-not-comparable{color:#4e342e;background:#efebe9}
+.diffcore-report .dc-s-fusion-dependent{color:#4a148c;background:#f3e5f5}
 .diffcore-report tr.dc-first td{background:#ffcdd2;font-weight:600}
 .diffcore-report tr.dc-first td:first-child{box-shadow:inset 3px 0 0 #c62828}
 .diffcore-report svg{display:block;margin:6px 0}
@@ -54,11 +58,13 @@ def _row_html(row, first) -> str:
     tds = []
     for header, cell in zip(HEADERS[1:], cells):
         if header == "status":
-            tds.append(f'<td><span class="dc-status dc-s-{_e(row.status)}">{_e(cell)}</span></td>')
+            status = str(row.status).replace(" ", "-")
+            tds.append(f'<td><span class="dc-status dc-s-{_e(status)}" title="{_e(row.cause)}">{_e(cell)}'
+                       "</span></td>")
         else:
             klass = ' class="dc-text"' if header in _TEXT_COLUMNS else ""
             tds.append(f"<td{klass}>{_e(cell)}</td>")
-    klass = "dc-first" if same_row(row, first) else f"dc-row-{_e(row.status)}"
+    klass = "dc-first" if same_row(row, first) else f"dc-row-{_e(str(row.status).replace(' ', '-'))}"
     title = f' title="{_e(row.cause)}"' if row.cause else ""
     return f'<tr class="{klass}"{title}>' + "".join(tds) + "</tr>"
 
@@ -156,13 +162,15 @@ def _first_marker(report, rows, logs, x, y) -> str:
 
 # ---- sections ------------------------------------------------------------------------------------------
 def _header(report) -> str:
-    verdict = "PASS" if report.passed else "FAIL"
-    klass = "dc-pass" if report.passed else "dc-fail"
+    verdict = verdict_word(report)
+    klass = {"PASS": "dc-pass", "INCONCLUSIVE": "dc-inconclusive"}.get(verdict, "dc-fail")
     first = report.first_divergence
     where = (f" first divergence at <code>{_e(first.name)}</code> (#{_e(first.index)})"
              if first is not None else "")
     facts = [("ref", describe_side(report.ref)), ("test", describe_side(report.test)),
-             ("tolerance", describe_tolerance(report.tolerance))]
+             ("tolerance", describe_tolerance(report.tolerance)), ("coverage", coverage_text(report))]
+    if getattr(report, "reason", ""):
+        facts.append(("why", report.reason))
     if first is not None and first.cause:
         facts.append(("cause", first.cause))
     rows = "".join(f"<tr><td><b>{_e(k)}</b></td><td>{_e(v)}</td></tr>" for k, v in facts)
@@ -182,8 +190,22 @@ def _layers(report) -> str:
 
 def _outputs(report) -> str:
     if not report.outputs:
-        return "<h4>Outputs</h4><p>No outputs matched.</p>"
-    return f"<h4>Outputs ({len(report.outputs)})</h4>{rows_table(report.outputs, report.first_divergence)}"
+        return "<h4>Outputs</h4><p>No outputs compared (see coverage; never a pass).</p>"
+    causes = "".join(f"<li><code>{_e(r.name)}</code>: {_e(r.cause)}</li>" for r in report.outputs if r.cause)
+    return (f"<h4>Outputs ({len(report.outputs)}, from the uninstrumented runs)</h4>"
+            f"{rows_table(report.outputs, report.first_divergence)}" + (f"<ul>{causes}</ul>" if causes else ""))
+
+
+def _set_aside(report) -> str:
+    """Fusion-dependent and not-comparable rows with their causes (the text view's section)."""
+    parts = []
+    for status, title in (("fusion-dependent", "Fusion-dependent findings (do not fail the deployed model)"),
+                          ("not comparable", "Not comparable (nothing finite on both sides)")):
+        rows = [r for r in report.layers if r.status == status]
+        if rows:
+            lis = "".join(f"<li><code>{_e(r.name)}</code>: {_e(r.cause)}</li>" for r in rows)
+            parts.append(f"<h4>{_e(title)} ({len(rows)})</h4><ul>{lis}</ul>")
+    return "".join(parts)
 
 
 def _unmatched(report) -> str:
@@ -229,14 +251,15 @@ def render_html(report) -> str:
         of rel L2 error against depth, the layer table with the first divergence highlighted, the outputs,
         unmatched tensors and warnings.
     """
-    body = "".join([_header(report), _layers(report), _outputs(report), _findings(report), _unmatched(report),
+    body = "".join([_header(report), _layers(report), _outputs(report), _findings(report), _set_aside(report),
+                    _unmatched(report),
                     _warnings(report)])
     return f'<div class="diffcore-report"><style>{STYLE}</style>{body}</div>'
 
 
 def render_page(report) -> str:
     """A standalone HTML document around ``render_html``'s fragment (for ``--html`` files)."""
-    verdict = "PASS" if report.passed else "FAIL"
+    verdict = verdict_word(report)
     first = report.first_divergence
     title = f"diffcore {verdict}" + (f": {first.name}" if first is not None else "")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"

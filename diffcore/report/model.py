@@ -18,7 +18,14 @@ OK = "ok"                # within the 0.1 % band
 DRIFT = "drift"          # above 0.1 % but expected for the test dtype and depth
 DIVERGED = "diverged"    # a divergence rule fired here: the error is born in this layer
 CARRIED = "carried"      # past a rule, but the error arrived from upstream (its local error is small)
-STATUSES = (OK, DRIFT, DIVERGED, CARRIED)
+NOT_COMPARABLE = "not comparable"  # no element is finite on both sides: nothing was measured
+FUSED = "fusion-dependent"  # seen only with an ORT fusion disabled by the instrumentation (localize.py)
+STATUSES = (OK, DRIFT, DIVERGED, CARRIED, NOT_COMPARABLE, FUSED)
+
+# Verdicts. "inconclusive": nothing decisive was compared (no model output paired, or an output with no
+# element finite on both sides); never a pass.
+PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+EXIT_CODES = {PASS: 0, FAIL: 1, INCONCLUSIVE: 4}
 
 
 
@@ -61,6 +68,35 @@ class LayerRow:
     status: str = OK
     cause: str = ""            # why the status, in words
     notes: list = field(default_factory=list)
+    # integer/bool tensors are compared exactly (stats/exact.py): the float columns above then hold the
+    # values' differences as numbers, and these say how many elements differ and where the first one is
+    exact: bool = False
+    mismatch_count: int | None = None
+    first_mismatch_index: list | None = None
+    first_mismatch_values: list | None = None
+
+    @property
+    def comparable(self) -> bool:
+        """False when nothing was measured: an empty tensor, or no element finite on both sides."""
+        if self.count > 0:
+            return self.finite_count > 0
+        return not any(d == 0 for d in (self.shape or []))  # count 0 with no 0-dim: a row built by hand
+
+    @classmethod
+    def from_exact(cls, stats, *, index, name, ref_tensor, test_tensor, op_type=None, match="", notes=None):
+        """A row from ``ExactStats`` (an integer or bool pair); the localizer fails it on any mismatch."""
+        first = stats.first_mismatch_index
+        return cls(
+            index=index, name=name, ref_tensor=ref_tensor, test_tensor=test_tensor, shape=list(stats.shape),
+            ref_dtype=stats.ref_dtype, test_dtype=stats.test_dtype, max_abs=stats.max_abs,
+            mean_abs=stats.mean_abs, max_rel=stats.rel_l2, rel_l2=stats.rel_l2,
+            cosine=None, snr_db=None, mismatch_frac=stats.mismatch_frac, nan_ref=0, nan_test=0,
+            inf_ref=0, inf_test=0, count=stats.count, finite_count=stats.count, op_type=op_type, match=match,
+            notes=list(notes or []), exact=True, mismatch_count=stats.mismatch_count,
+            first_mismatch_index=None if first is None else list(first),
+            first_mismatch_values=None if stats.first_mismatch_values is None
+            else list(stats.first_mismatch_values),
+        )
 
     @classmethod
     def from_stats(cls, stats, *, index, name, ref_tensor, test_tensor, op_type=None, match="", notes=None):
@@ -110,11 +146,13 @@ class Unmatched:
 class DiffReport:
     """The result of comparing two models layer by layer.
 
-    ``bool(report)`` is True when the comparison passes; ``report.exit_code`` is the CLI's (0 pass, 1 fail).
-    In a notebook the report renders as HTML with the first divergence highlighted.
+    ``bool(report)`` is True when the comparison passes; ``report.exit_code`` is the CLI's (0 pass, 1 fail,
+    4 inconclusive: nothing decisive was compared, ``reason`` says why). ``coverage`` says how much was
+    compared (``coverage_of`` in comparison.py documents its keys). In a notebook the report renders as HTML
+    with the first divergence highlighted.
     """
 
-    verdict: str                         # "pass" or "fail"
+    verdict: str                         # "pass", "fail" or "inconclusive"
     tolerance: dict                      # atol/rtol (and their source) plus the divergence rule's bands
     layers: list                         # LayerRow, in the reference's execution order
     outputs: list                        # LayerRow, one per model output
@@ -127,19 +165,26 @@ class DiffReport:
     findings: list = field(default_factory=list)  # what a converter or diffcore changed (diffcore/findings.py)
     timings: dict = field(default_factory=dict)
     environment: dict = field(default_factory=dict)
+    coverage: dict = field(default_factory=dict)  # how much was compared: layers, outputs, elements
+    reason: str = ""                     # one line: why the verdict is inconclusive (empty otherwise)
     schema_version: str = SCHEMA_VERSION
 
     # ---- verdict ---------------------------------------------------------------------------------------
     @property
     def passed(self) -> bool:
-        return self.verdict == "pass"
+        return self.verdict == PASS
+
+    @property
+    def inconclusive(self) -> bool:
+        return self.verdict == INCONCLUSIVE
 
     def __bool__(self) -> bool:
         return self.passed
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.passed else 1
+        """0 pass, 1 fail, 4 inconclusive (CI must not read "nothing compared" as success)."""
+        return EXIT_CODES.get(self.verdict, EXIT_CODES[FAIL])
 
     # ---- data ------------------------------------------------------------------------------------------
     def rows(self, include_outputs: bool = False) -> list[dict]:
@@ -165,7 +210,8 @@ class DiffReport:
             "first_divergence": None if self.first_divergence is None else self.first_divergence.to_dict(),
             "layers": [r.to_dict() for r in self.layers], "outputs": [r.to_dict() for r in self.outputs],
             "unmatched": [u.to_dict() for u in self.unmatched], "ref": self.ref, "test": self.test,
-            "warnings": list(self.warnings), "findings": list(self.findings), "timings": self.timings, "environment": self.environment,
+            "warnings": list(self.warnings), "findings": list(self.findings), "timings": self.timings,
+            "environment": self.environment, "coverage": self.coverage, "reason": self.reason,
         }
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -189,7 +235,8 @@ class DiffReport:
             unmatched=[Unmatched(**u) for u in data.get("unmatched", [])], ref=data.get("ref", {}),
             test=data.get("test", {}), summary=data.get("summary", ""), warnings=data.get("warnings", []),
             findings=data.get("findings", []),
-            timings=data.get("timings", {}), environment=data.get("environment", {}), schema_version=version,
+            timings=data.get("timings", {}), environment=data.get("environment", {}),
+            coverage=data.get("coverage", {}), reason=data.get("reason", ""), schema_version=version,
         )
 
     @classmethod

@@ -141,7 +141,11 @@ def _short(value) -> str:
 
 # ---- the table -----------------------------------------------------------------------------------------
 def row_cells(row, marked: bool) -> list[str]:
-    """The table cells of one ``LayerRow``, in ``HEADERS`` order."""
+    """The table cells of one ``LayerRow``, in ``HEADERS`` order (an exact row, integers or bools, has no
+    cosine/SNR/ULP; its mismatches are in its cause)."""
+    if getattr(row, "exact", False):
+        return [MARKER if marked else "", str(row.index), row.name, row.op_type or "", fmt_shape(row.shape),
+                fmt_pct(row.rel_l2), fmt_num(row.max_abs), "-", "-", "-", "", "-", f"{row.status} (exact)"]
     return [
         MARKER if marked else "", str(row.index), row.name, row.op_type or "", fmt_shape(row.shape),
         fmt_pct(row.rel_l2), fmt_num(row.max_abs), fmt_cosine(row.cosine), fmt_snr(row.snr_db),
@@ -205,17 +209,34 @@ def _tabulate(cells) -> str:
 
 
 # ---- sections ------------------------------------------------------------------------------------------
+def verdict_word(report) -> str:
+    """``PASS``, ``FAIL`` or ``INCONCLUSIVE`` (anything else is shown upper-cased)."""
+    return str(report.verdict or "fail").upper()
+
+
+def coverage_text(report) -> str:
+    """The coverage in one line, or "(not recorded)" for a report written before coverage existed."""
+    from ..coverage import coverage_line
+
+    try:
+        return coverage_line(report.coverage) or "(not recorded)"
+    except (KeyError, TypeError):
+        return "(not recorded)"
+
+
 def header_lines(report) -> list[str]:
-    """Verdict, the two sides, the tolerance and the summary paragraph."""
-    verdict = "PASS" if report.passed else "FAIL"
+    """Verdict, the two sides, the tolerance, the coverage and the summary paragraph."""
     first = report.first_divergence
     where = f": first divergence at {first.name} (#{first.index})" if first is not None else ""
     lines = [
-        f"diffcore {verdict}{where}",
+        f"diffcore {verdict_word(report)}{where}",
         f"  ref:       {describe_side(report.ref)}",
         f"  test:      {describe_side(report.test)}",
         f"  tolerance: {describe_tolerance(report.tolerance)}",
+        f"  coverage:  {coverage_text(report)}",
     ]
+    if getattr(report, "reason", ""):
+        lines.append(f"  why:       {report.reason}")
     if first is not None and first.cause:
         lines.append(f"  cause:     {first.cause}")
     if report.summary:
@@ -234,9 +255,28 @@ def layer_section(report, max_rows: int | None) -> list[str]:
 
 def output_section(report) -> list[str]:
     if not report.outputs:
-        return ["Outputs: none matched."]
+        return ["Outputs: none compared (see coverage; never a pass)."]
     cells = [row_cells(r, same_row(r, report.first_divergence)) for r in report.outputs]
-    return [f"Outputs ({len(report.outputs)}):", _tabulate(cells)]
+    notes = [f"  - {r.name}: {r.cause}" for r in report.outputs
+             if r.cause and (r.exact or r.status in ("not comparable", "diverged", "carried"))]
+    return [f"Outputs ({len(report.outputs)}): from the uninstrumented runs", _tabulate(cells)] + notes
+
+
+FINDINGS_SHOWN = 10    # fusion-dependent / not-comparable rows listed with their cause
+
+
+def set_aside_section(report) -> list[str]:
+    """Rows that are neither passed nor failed, with why: fusion-dependent findings, rows with nothing
+    finite to compare."""
+    lines = []
+    for status, title in (("fusion-dependent", "Fusion-dependent findings (do not fail the deployed model)"),
+                          ("not comparable", "Not comparable (nothing finite on both sides)")):
+        rows = [r for r in report.layers if r.status == status]
+        if rows:
+            lines.append(f"{title} ({len(rows)}):")
+            lines += [f"  - {r.name}: {r.cause}" for r in rows[:FINDINGS_SHOWN]]
+            lines += [f"  ... and {len(rows) - FINDINGS_SHOWN} more"] if len(rows) > FINDINGS_SHOWN else []
+    return lines
 
 
 def unmatched_section(report) -> list[str]:
@@ -298,5 +338,6 @@ def render_text(report, max_rows: int | None = 60) -> str:
         The report, newline-terminated.
     """
     sections = [header_lines(report), layer_section(report, max_rows), output_section(report),
-                findings_section(report), unmatched_section(report), warning_section(report)]
+                findings_section(report), set_aside_section(report), unmatched_section(report),
+                warning_section(report)]
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"

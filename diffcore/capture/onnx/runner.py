@@ -21,6 +21,7 @@ device, handed out zero-copy as torch tensors (DLPack), or as CuPy arrays / OrtV
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
 from collections import OrderedDict
 from collections.abc import Collection, Mapping
@@ -37,6 +38,8 @@ from .changes import ModelChanges
 from .convert import convert_float16
 from .edits import _check_shape, _input_specs, _known, _rename_inputs, _set_dims, _Spec, _trim, _value_info
 from .forcing import LocalRuns
+from .fusion import OPTIMIZED_FILE, deployed_value_names, save_options
+from .fusion import fused_away as _absent_from
 from .graph import GraphIndex, ValueType, read_types
 from .loading import CPU, _bound_device, _check_providers, _load_model, _provider_names
 from .shapes import run_types, unknown_values
@@ -96,6 +99,7 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
         self._plain: OrderedDict = OrderedDict()  # uninstrumented outputs of the last inputs, by digest
         self._instrumentation_change = None  # (largest |diff| on an output, its name)
         self._disabled = None  # ORT optimizers disabled for this model (decided on the first session)
+        self._fused = None  # fused_away(), computed on first use
         self._reset_cuts()
 
     def __repr__(self) -> str:
@@ -220,12 +224,13 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
         """Every floating-point value a node computes from the inputs, in topological order.
 
         Constants, weights and values computed from them alone (Identity of a weight) are left out, and so
-        are non-float values (shape arithmetic). Shapes come from shape inference run with the shapes of
-        ``inputs``, and where it leaves them unknown from a probe run on ``inputs`` that keeps only shapes
-        and dtypes (``meta["shape_from"] == "run"``); ``module`` is the innermost torch module whose scope
-        the value leaves, and ``meta["modules"]`` all of them (outermost last). ``meta["fused"]`` names a
-        node a graph rewriter fused, ``meta["bias_folded_into"]`` the fused node that adds the bias of the
-        bare MatMul producing the value.
+        are non-float values (shape arithmetic) other than model outputs, which are probed whatever their
+        dtype. Shapes come from shape inference run with the shapes of ``inputs``, and where it leaves them
+        unknown from a probe run on ``inputs`` that keeps only shapes and dtypes (``meta["shape_from"] ==
+        "run"``); ``module`` is the innermost torch module whose scope the value leaves, and
+        ``meta["modules"]`` all of them (outermost last). ``meta["fused"]`` names a node a graph rewriter
+        fused, ``meta["bias_folded_into"]`` the fused node that adds the bias of the bare MatMul producing
+        the value.
         """
         graph = self.graph
         feed = self.prepare_inputs(inputs) if inputs else None
@@ -236,7 +241,9 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
         for i, node in enumerate(graph.nodes):
             for out in node.output:
                 vtype = types.get(out) or graph.type_of(out)
-                if out and out not in graph.static and vtype.is_float:
+                # model outputs of every dtype are compared (integers and bools exactly): token ids,
+                # ArgMax indices and masks are results, not shape arithmetic
+                if out and out not in graph.static and (vtype.is_float or graph.output_index(out) is not None):
                     probes.append(self._probe(graph, i, node, out, vtype, len(probes)))
                     if out in from_run:
                         probes[-1].meta["shape_from"] = "run"
@@ -287,9 +294,12 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
         self._sessions[key] = session
         return session
 
-    def _new_session(self, variant, arena: bool = True):
+    def _new_session(self, variant, arena: bool = True, save_to: str | None = None):
+        """A session with diffcore's options; ``save_to``: a folder ORT writes its optimized graph into."""
         ort = require("onnxruntime")
         options = ort.SessionOptions()
+        if save_to is not None:
+            save_options(options, save_to)
         options.log_severity_level = 3  # unused-initializer notices from extracted scopes are expected
         # The arena keeps a run's peak activations allocated after it returns: right for the plain session
         # that runs again and again, a waste for an instrumented one that exposes hundreds of values once.
@@ -345,6 +355,26 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
             _trim(self._plain, 2)
         self._plain.move_to_end(key)
         return self._plain[key]
+
+    def fused_away(self) -> set[str]:
+        """Values of the graph that the deployed session (the plain one: same providers, optimization level
+        and disabled optimizers) does not compute: ORT fused or folded them away. Findings on such values
+        were seen only because exposing them disabled the fusion. Empty, with a warning, when ORT cannot
+        write its optimized graph (some providers cannot)."""
+        if self._fused is None:
+            self._fused = set()
+            folder = tempfile.mkdtemp(prefix="deployed-", dir=self._tempdir())
+            try:
+                self._new_session(self._store.variant(), save_to=folder)
+                deployed = deployed_value_names(str(Path(folder) / OPTIMIZED_FILE))
+            except Exception as exc:  # knowing the fusions refines findings; it is not needed for them
+                self._warn(f"could not read the graph ONNX Runtime deploys for {self.name} ({exc}): findings "
+                           "are not checked against its fusions")
+                return self._fused
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)  # a copy of the weights: not kept on disk
+            self._fused = _absent_from((out for node in self.graph.nodes for out in node.output), deployed)
+        return self._fused
 
     def capture(self, inputs: Mapping, keys: Collection[str]) -> dict:
         """Compute ``keys`` (exposed as outputs of the part of the graph they need); return {key: value}.
