@@ -82,6 +82,10 @@ def _check_dtype(name: str, role: str) -> str:
 def _numpy_operand(arr: np.ndarray, role: str, framework: str = "numpy") -> Operand:
     arr = np.asarray(arr)
     dtype = _check_dtype(arr.dtype.name, role)
+    if not arr.dtype.isnative:
+        # Kernels read raw bytes (and 16-bit floats as bit patterns): a big-endian '>f2' array read as is
+        # gives byte-swapped values, and Numba refuses non-native float32/float64 outright. A copy only here.
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     flat = arr.reshape(-1)  # a view whenever the strides allow one, else a copy
     if dtype == "float16":
         flat, storage = flat.view(np.uint16), STORAGE_F16

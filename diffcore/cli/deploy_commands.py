@@ -11,7 +11,7 @@ import sys
 from ..errors import DiffcoreError
 from .commands import check_tolerance_pair
 from ..spec import check_spec
-from .files import check_target, load_inputs
+from .files import check_outputs, input_paths, load_inputs
 
 __all__ = ["run_env", "run_golden", "run_validate"]
 
@@ -41,7 +41,7 @@ def run_env(args) -> int:
         return _run_env_diff(args)
     from .. import env
 
-    check_target(args.out, args.force, "--out")
+    check_outputs({"--out": args.out}, {}, args.force)
     manifest = env.collect()
     _write_json_out(args, manifest, "environment manifest")
     if args.json:
@@ -127,10 +127,19 @@ def _golden_record(args) -> int:
     return 0
 
 
+def _golden_files(directory: str) -> dict:
+    import os
+
+    from ..deploy.golden import GOLDEN_FILES
+
+    return {f"golden {name}": os.path.join(directory, name) for name in GOLDEN_FILES
+            if os.path.exists(os.path.join(directory, name))}
+
+
 def _golden_check(args) -> int:
     check_spec(args.model, "MODEL")
     check_tolerance_pair(args.atol, args.rtol)
-    check_target(args.out, args.force, "--out")
+    check_outputs({"--out": args.out}, _golden_files(args.golden) | input_paths(MODEL=args.model), args.force)
     from ..deploy import check_golden
 
     result = check_golden(args.model, args.golden, atol=args.atol, rtol=args.rtol, device=args.device,
@@ -148,7 +157,9 @@ def run_validate(args) -> int:
     if args.reference:
         check_spec(args.reference, "REFERENCE")
     check_tolerance_pair(args.atol, args.rtol)
-    check_target(args.out, args.force, "--out")
+    check_outputs({"--out": args.out}, input_paths(MODEL=args.model, REFERENCE=args.reference,
+                                                   **{"--inputs": args.inputs, "artifact": args.artifacts})
+                  | (_golden_files(args.golden) if args.golden else {}), args.force)
     inputs = load_inputs(args.inputs) if args.inputs else None
     from ..deploy import validate
 

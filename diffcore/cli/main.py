@@ -309,6 +309,23 @@ def _silence_stdout() -> None:
         pass
 
 
+def _check_stdout() -> None:
+    # Every command prints its result: with stdout closed (`>&-`) or opened read-only, say so before any
+    # model runs instead of failing after it.
+    import fcntl
+
+    if sys.stdout is None:
+        raise DiffcoreError("standard output is closed: diffcore prints its result there; redirect it to a "
+                            "file or /dev/null instead of closing it")
+    try:
+        flags = fcntl.fcntl(sys.stdout.fileno(), fcntl.F_GETFL)
+    except (OSError, ValueError, AttributeError):
+        return  # not a real file descriptor (a test's capture): nothing to check
+    if flags & os.O_ACCMODE == os.O_RDONLY:
+        raise DiffcoreError("standard output is open read-only: diffcore prints its result there; redirect "
+                            "it to a file or /dev/null")
+
+
 def main(argv=None) -> int:
     """Run the ``diffcore`` command line and return its exit code (never raises, never exits).
 
@@ -319,7 +336,9 @@ def main(argv=None) -> int:
         0 within tolerance, 1 diverged, 2 usage or input error, 3 internal error (see the module doc).
     """
     try:
-        return _run(build_parser().parse_args(argv))
+        args = build_parser().parse_args(argv)
+        _check_stdout()
+        return _run(args)
     except SystemExit as exc:
         return _exit_status(exc.code)
     except DiffcoreError as exc:
