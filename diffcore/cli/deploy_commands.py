@@ -99,6 +99,12 @@ def _read_texts(path: str) -> list:
     return texts
 
 
+def _key(args):
+    from ..deploy.golden_store import read_key_file
+
+    return read_key_file(args.key_file) if args.key_file else None
+
+
 def run_golden(args) -> int:
     """``diffcore golden record`` / ``diffcore golden check``."""
     return _golden_record(args) if args.golden_command == "record" else _golden_check(args)
@@ -107,13 +113,14 @@ def run_golden(args) -> int:
 def _golden_record(args) -> int:
     check_spec(args.model, "MODEL")
     check_tolerance_pair(args.atol, args.rtol)
+    key = _key(args)
     texts = _read_texts(args.texts) if args.texts else None
     inputs = load_inputs(args.inputs) if args.inputs else None
     from ..deploy import record_golden
 
     golden = record_golden(args.model, inputs, args.out, traces=args.traces, texts=texts,
                            artifacts=args.artifacts, atol=args.atol, rtol=args.rtol, device=args.device,
-                           providers=args.providers, force=args.force)
+                           providers=args.providers, force=args.force, key=key)
     meta = golden.meta
     parts = [f"{len(meta['inputs'])} input(s)", f"{len(meta['outputs'])} output(s)"]
     if golden.trace is not None:
@@ -140,10 +147,11 @@ def _golden_check(args) -> int:
     check_spec(args.model, "MODEL")
     check_tolerance_pair(args.atol, args.rtol)
     check_outputs({"--out": args.out}, _golden_files(args.golden) | input_paths(MODEL=args.model), args.force)
+    key = _key(args)
     from ..deploy import check_golden
 
     result = check_golden(args.model, args.golden, atol=args.atol, rtol=args.rtol, device=args.device,
-                          providers=args.providers, layers=not args.no_layers)
+                          providers=args.providers, layers=not args.no_layers, key=key)
     _write_json_out(args, result.to_dict(), "golden check result")
     _emit(result.to_json() if args.json else result.to_text())
     return result.exit_code

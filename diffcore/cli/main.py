@@ -204,6 +204,8 @@ def _add_golden(sub) -> None:
     _add_tolerance(r, "; stored as the golden's tolerance")
     _add_runtime_options(r, [])
     r.add_argument("--force", action="store_true", help="replace an existing golden in DIR")
+    r.add_argument("--key-file", metavar="FILE", help="add a keyed seal (HMAC-SHA256) with the key in FILE "
+                                                      "(default: $DIFFCORE_GOLDEN_KEY when set)")
     c = inner.add_parser("check", allow_abbrev=False, help="check a model against a golden set",
                          description="Run MODEL on the golden inputs here and compare every output (and layer, "
                                      "when traces were recorded) with the golden; show the environment "
@@ -213,6 +215,8 @@ def _add_golden(sub) -> None:
     _add_tolerance(c, "; default: the golden's, else per dtype")
     _add_runtime_options(c, [])
     c.add_argument("--no-layers", action="store_true", help="skip the per-layer comparison")
+    c.add_argument("--key-file", metavar="FILE", help="verify the golden's keyed seal with the key in FILE "
+                                                      "(default: $DIFFCORE_GOLDEN_KEY when set)")
     _add_json_outputs(c, "result")
     p.set_defaults(handler="golden")
 

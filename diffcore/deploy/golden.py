@@ -11,13 +11,15 @@ A golden directory holds::
     trace.npz     optional: every layer, a diffcore trace (``--traces``)
 
 Nothing is read before its hash is verified: an edited or truncated file is reported with what to do, never
-loaded. Files are written atomically (diffcore.files), data first and golden.json last, and an existing
-golden is replaced only with ``force``.
+loaded. A golden is written into a temporary sibling folder and swapped in whole when complete
+(golden_store.py), so an interrupted record leaves the previous golden intact; an existing golden is
+replaced only with ``force``. The ``seal`` detects corruption, not forgery; a keyed seal (``hmac``) is
+added and checked when a key is given (golden_store.py).
 """
 from __future__ import annotations
 
 import datetime
-import hashlib
+import hmac
 import json
 import os
 from dataclasses import dataclass, field
@@ -30,6 +32,8 @@ from ..errors import DiffcoreError, format_choices
 from ..files import encode_nonfinite, read_json, read_npz, sha256_file, write_json, write_npz
 from .artifacts import declared_artifacts, fingerprint, tokenize
 from .envdiff import env_diff
+from .golden_store import canonical as _canonical
+from .golden_store import hmac_of, install_folder, new_folder, prepare_folder, recover, resolve_key, seal_of
 
 __all__ = ["Golden", "GoldenIntegrityError", "GoldenResult", "OutputCheck", "check_golden", "load_golden",
            "record_golden", "SCHEMA"]
@@ -37,6 +41,7 @@ __all__ = ["Golden", "GoldenIntegrityError", "GoldenResult", "OutputCheck", "che
 SCHEMA = "diffcore.golden/1"
 MANIFEST, INPUTS, OUTPUTS, TRACE = "golden.json", "inputs.npz", "outputs.npz", "trace.npz"
 _KNOWN_FILES = (INPUTS, OUTPUTS, TRACE)
+GOLDEN_FILES = (MANIFEST,) + _KNOWN_FILES
 
 
 class GoldenIntegrityError(DiffcoreError):
@@ -77,12 +82,8 @@ _RESTORE = ("restore the golden directory from where it is kept, or re-record it
 
 # ------------------------------------------------------------------------------------------- sealing
 
-def _canonical(data) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str)
-
-
 def _seal(meta: dict) -> str:
-    return hashlib.sha256(_canonical({k: v for k, v in meta.items() if k != "seal"}).encode()).hexdigest()
+    return seal_of(meta)
 
 
 # ------------------------------------------------------------------------------------------- the set
@@ -131,43 +132,58 @@ class Golden:
     def output_dtype(self, name: str) -> str:
         return next(e["dtype"] for e in self.meta["outputs"] if e["name"] == name)
 
-    def save(self, directory, *, force: bool = False) -> str:
-        """Write the golden set to ``directory`` (created if missing; its parent must exist).
+    def save(self, directory, *, force: bool = False, key=None) -> str:
+        """Write the golden set to ``directory`` (its parent must exist), replacing it as a whole.
 
-        Data files are written first and golden.json last, each atomically; with ``force`` an existing
-        golden is replaced and known files it no longer lists are removed.
+        Everything is written into a temporary sibling folder first and swapped in only when complete, so
+        an interruption leaves the previous golden intact. With a key (``key`` or $DIFFCORE_GOLDEN_KEY),
+        golden.json also gets a keyed seal (HMAC-SHA256).
 
         Raises:
-            DiffcoreError: the directory holds a golden already and ``force`` is False, or cannot be made.
+            DiffcoreError: the directory holds a golden already and ``force`` is False, holds other files,
+                or cannot be written.
         """
         directory = _prepare_directory(directory, force)
+        key = resolve_key(key)
+        staged = new_folder(directory)
+        try:
+            meta = self._write_files(staged, key)
+        except BaseException:
+            import shutil
+
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        install_folder(staged, directory)
+        self.meta, self.directory = meta, directory
+        if isinstance(self.trace, str):
+            self.trace = os.path.join(directory, TRACE)
+        return directory
+
+    def _write_files(self, staged: str, key) -> dict:
         meta = json.loads(_canonical(self.meta))  # a copy, JSON-normalised so the seal round-trips
+        meta.pop("hmac", None)
         files = {}
         for name, values in ((INPUTS, self.inputs), (OUTPUTS, self.outputs)):
             section = name.split(".")[0]
             arrays, entries = _pack(values, {e["name"]: e["dtype"] for e in meta.get(section) or []})
             meta[section] = entries
-            files[name] = _write(os.path.join(directory, name), lambda p, a=arrays: write_npz(
-                p, a, force=force, what="golden"))
+            files[name] = _write(os.path.join(staged, name), lambda p, a=arrays: write_npz(p, a, what="golden"))
         if self.trace is not None:
-            files[TRACE] = _write(os.path.join(directory, TRACE), lambda p: self._save_trace(p, force))
+            files[TRACE] = _write(os.path.join(staged, TRACE), self._save_trace)
         meta.update(schema=SCHEMA, files=files)
         meta["seal"] = _seal(meta)
-        write_json(os.path.join(directory, MANIFEST), meta, force=force, what="golden manifest")
-        for stale in set(_KNOWN_FILES) - set(files):
-            _remove(os.path.join(directory, stale))
-        self.meta, self.directory = meta, directory
-        return directory
+        if key is not None:
+            meta["hmac"] = hmac_of(meta, key)
+        write_json(os.path.join(staged, MANIFEST), meta, what="golden manifest")
+        return meta
 
-    def _save_trace(self, path: str, force: bool) -> None:
+    def _save_trace(self, path: str) -> None:
         from ..capture.trace import Trace
 
         trace = self.trace
         if not isinstance(trace, Trace):
-            if os.path.abspath(os.fspath(trace)) == os.path.abspath(path):
-                return  # saving a loaded golden over itself: the verified file stays
-            trace = Trace.load(trace)
-        trace.save(path, force=force)
+            trace = Trace.load(trace)  # a loaded golden's trace file: verified again as it is copied
+        trace.save(path)
 
     def summary(self) -> str:
         """Where and when it was recorded, in one line."""
@@ -187,20 +203,7 @@ def _remove(path: str) -> None:
 
 
 def _prepare_directory(directory, force: bool) -> str:
-    directory = os.path.abspath(os.fspath(directory))
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise DiffcoreError(f"golden path {directory} is a file; give a directory")
-    if os.path.exists(os.path.join(directory, MANIFEST)) and not force:
-        raise DiffcoreError(f"golden {directory} already exists ({MANIFEST}); pass --force (force=True) to "
-                            "replace it")
-    parent = os.path.dirname(directory)
-    if not os.path.isdir(parent):
-        raise DiffcoreError(f"cannot create golden directory {directory}: {parent} does not exist")
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError as exc:
-        raise DiffcoreError(f"cannot create golden directory {directory}: {exc}") from None
-    return directory
+    return prepare_folder(directory, force, _KNOWN_FILES, MANIFEST)
 
 
 def _machine(manifest: dict) -> str:
@@ -215,9 +218,9 @@ def _machine(manifest: dict) -> str:
 
 # ------------------------------------------------------------------------------------------- loading
 
-def load_golden(directory) -> Golden:
-    """Read a golden directory, verifying golden.json's seal and every file's size and sha256 before
-    reading it.
+def load_golden(directory, *, key=None) -> Golden:
+    """Read a golden directory, verifying golden.json's seal (and its keyed seal, given a key: ``key`` or
+    $DIFFCORE_GOLDEN_KEY) and every file's size and sha256 before reading it.
 
     Raises:
         GoldenIntegrityError: a file is missing, truncated or edited (the message says which and what to do).
@@ -225,6 +228,7 @@ def load_golden(directory) -> Golden:
     """
     directory = os.path.abspath(os.fspath(directory))
     manifest_path = os.path.join(directory, MANIFEST)
+    recover(directory)
     if not os.path.isdir(directory):
         raise DiffcoreError(f"golden directory not found: {directory}")
     if not os.path.isfile(manifest_path):
@@ -234,6 +238,7 @@ def load_golden(directory) -> Golden:
     except DiffcoreError as exc:
         raise GoldenIntegrityError(f"{exc}: {_RESTORE}") from None
     _check_manifest(meta, manifest_path)
+    _check_key(meta, manifest_path, resolve_key(key))
     for name, entry in meta["files"].items():
         _verify_file(directory, name, entry)
     inputs = _unpack(read_npz(os.path.join(directory, INPUTS), "golden"), meta["inputs"], INPUTS)
@@ -253,6 +258,18 @@ def _check_manifest(meta, path: str) -> None:
     files = meta.get("files")
     if not isinstance(files, dict) or INPUTS not in files or OUTPUTS not in files:
         raise GoldenIntegrityError(f"golden manifest {path} lists no {INPUTS}/{OUTPUTS}: {_RESTORE}")
+
+
+def _check_key(meta: dict, path: str, key) -> None:
+    if key is None:
+        return
+    if "hmac" not in meta:
+        raise GoldenIntegrityError(f"golden manifest {path} has no keyed seal, but a key was given: it was "
+                                   "recorded without a key, or its keyed seal was removed; re-record it with "
+                                   "the key")
+    if not hmac.compare_digest(str(meta["hmac"]), hmac_of(meta, key)):
+        raise GoldenIntegrityError(f"golden manifest {path} fails its keyed seal (HMAC-SHA256): it was edited "
+                                   f"or recorded with another key; {_RESTORE}")
 
 
 def _verify_file(directory: str, name: str, entry: dict) -> None:
@@ -313,7 +330,8 @@ def _check_pair(atol, rtol) -> None:
 
 
 def record_golden(model, inputs=None, out=None, *, traces: bool = False, texts=None, artifacts=None,
-                  atol=None, rtol=None, device: str = "cpu", providers=None, force: bool = False) -> Golden:
+                  atol=None, rtol=None, device: str = "cpu", providers=None, force: bool = False,
+                  key=None) -> Golden:
     """Run ``model`` on ``inputs`` and store the inputs, outputs, environment and hashes as a golden set.
 
     Args:
@@ -327,6 +345,7 @@ def record_golden(model, inputs=None, out=None, *, traces: bool = False, texts=N
         atol, rtol: the tolerance checks use (both or neither: the defaults of each output's dtype).
         device, providers: where to run (torch device; ONNX Runtime providers).
         force: replace an existing golden at ``out``.
+        key: add a keyed seal (HMAC-SHA256) with this key (default: $DIFFCORE_GOLDEN_KEY, if set).
 
     Returns:
         Golden (saved to ``out`` when given).
@@ -335,6 +354,7 @@ def record_golden(model, inputs=None, out=None, *, traces: bool = False, texts=N
         DiffcoreError: a golden exists at ``out`` without ``force``, a declared artifact is missing, bad inputs.
     """
     _check_pair(atol, rtol)
+    key = resolve_key(key)
     if out is not None:
         _prepare_directory(out, force)  # refuse early, before running anything
     declared = declared_artifacts(model, artifacts)
@@ -357,7 +377,7 @@ def record_golden(model, inputs=None, out=None, *, traces: bool = False, texts=N
                     {k: host_values(v)[0] for k, v in outputs.items()},
                     meta, None, trace)
     if out is not None:
-        golden.save(out, force=force)
+        golden.save(out, force=force, key=key)
     return golden
 
 
@@ -512,7 +532,7 @@ def _outputs_table(outputs) -> str:
 
 
 def check_golden(model, golden, *, atol=None, rtol=None, device: str = "cpu", providers=None,
-                 layers: bool = True, runner=None) -> GoldenResult:
+                 layers: bool = True, runner=None, key=None) -> GoldenResult:
     """Run ``model`` on the golden inputs here and compare with the golden outputs (and layers).
 
     Args:
@@ -523,6 +543,7 @@ def check_golden(model, golden, *, atol=None, rtol=None, device: str = "cpu", pr
         device, providers: where to run.
         layers: with a recorded trace, also compare every layer (``diffcore.compare(trace, model)``).
         runner: an already opened Runner of ``model`` to use (left open).
+        key: verify the golden's keyed seal with this key (default: $DIFFCORE_GOLDEN_KEY, if set).
 
     Returns:
         GoldenResult (truthy when it passes), with the environment differences recorded -> here.
@@ -532,7 +553,7 @@ def check_golden(model, golden, *, atol=None, rtol=None, device: str = "cpu", pr
         DiffcoreError: the model cannot be loaded or run on the golden inputs.
     """
     _check_pair(atol, rtol)
-    golden = golden if isinstance(golden, Golden) else load_golden(golden)
+    golden = golden if isinstance(golden, Golden) else load_golden(golden, key=key)
     if atol is None:
         atol, rtol = golden.tolerance.get("atol"), golden.tolerance.get("rtol")
     here = env.collect()
