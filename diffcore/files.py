@@ -392,19 +392,45 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def read_json(path, what: str = "JSON") -> object:
-    """Parse a UTF-8 JSON file.
+MAX_JSON_BYTES = 256 << 20  # no document diffcore writes comes near this
+
+
+def read_json(path, what: str = "JSON", schema: str | None = None) -> object:
+    """Parse a UTF-8 JSON file, and check it against ``diffcore/schemas/<schema>.json`` when given.
 
     Raises:
-        DiffcoreError: the file is missing, unreadable, or not valid JSON (e.g. truncated).
+        DiffcoreError: the file is missing, unreadable, too large, nested too deeply, not valid JSON (e.g.
+            truncated), or not valid under its schema.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DiffcoreError(f"{what} file not found: {path}")
     try:
+        if os.path.getsize(path) > MAX_JSON_BYTES:
+            raise DiffcoreError(f"{what} file {path} is larger than {MAX_JSON_BYTES >> 20} MiB: not a document "
+                                "diffcore writes")
         with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+            text = handle.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise DiffcoreError(f"cannot read {what} file {path}: {exc}") from None
+    data = parse_json(text, f"{what} file {path}")
+    if schema is not None:
+        from .schemas import validate
+
+        validate(data, schema, f"{what} file {path}")
+    return data
+
+
+def parse_json(text: str, what: str) -> object:
+    """``json.loads`` whose failures (invalid, or nested past Python's recursion limit) are DiffcoreError,
+    and whose result is checked to be at most ``schemas.MAX_DEPTH`` levels deep."""
+    from .schemas import check_depth
+
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DiffcoreError(f"{what} file {path} is not valid JSON (truncated or edited?): {exc}") from None
+        raise DiffcoreError(f"{what} is not valid JSON (truncated or edited?): {exc}") from None
+    except RecursionError:
+        raise DiffcoreError(f"{what} is nested too deeply to be a document diffcore writes") from None
+    check_depth(data, what)
+    return data

@@ -75,7 +75,7 @@ def _run_env_diff(args) -> int:
     from ..deploy.envdiff import env_diff
     from ..files import read_json
 
-    a, b = read_json(args.a, "environment"), read_json(args.b, "environment")
+    a, b = (read_json(path, "environment", schema="environment") for path in (args.a, args.b))
     labels = tuple(_clip(os.path.basename(p), 28) for p in (args.a, args.b))
     if labels[0] == labels[1]:
         labels = ("A", "B")

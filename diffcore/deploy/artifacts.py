@@ -91,7 +91,7 @@ def read_artifact_manifest(path) -> list[Artifact]:
     Raises:
         DiffcoreError: not valid JSON, another schema, a malformed entry, a duplicate name or role.
     """
-    data = read_json(path, "artifact manifest")
+    data = read_json(path, "artifact manifest", schema="artifacts")
     if not isinstance(data, dict) or data.get("schema") != ARTIFACT_SCHEMA:
         raise DiffcoreError(f"artifact manifest {path} must be an object with \"schema\": "
                             f"\"{ARTIFACT_SCHEMA}\" and a list \"artifacts\"")

@@ -255,6 +255,12 @@ def _check_manifest(meta, path: str) -> None:
     if meta.get("seal") != _seal(meta):
         raise GoldenIntegrityError(f"golden manifest {path} fails its seal (the sha256 of its content): it "
                                    f"was edited or truncated; {_RESTORE}")
+    from ..schemas import validate
+
+    try:
+        validate(meta, "golden", f"golden manifest {path}")
+    except DiffcoreError as exc:
+        raise GoldenIntegrityError(f"{exc}; {_RESTORE}") from None
     files = meta.get("files")
     if not isinstance(files, dict) or INPUTS not in files or OUTPUTS not in files:
         raise GoldenIntegrityError(f"golden manifest {path} lists no {INPUTS}/{OUTPUTS}: {_RESTORE}")
