@@ -7,6 +7,7 @@ without a copy wherever NumPy can express one; GPU data stays on its device.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -190,6 +191,36 @@ def as_operand(obj, role: str = "array") -> Operand:
         + ("; wrap it with numpy.asarray(...) if you mean it" if isinstance(obj, (list, tuple, float, int))
            else "")
     )
+
+
+def _float64_values(op: Operand):
+    """``op``'s values as a float64 array of its framework (16-bit bit patterns decoded), or None."""
+    data = op.data
+    if op.framework in ("numpy", "torch") and op.device == "cpu" and isinstance(data, np.ndarray):
+        if op.storage == STORAGE_F16:
+            return data.view(np.float16).astype(np.float64)
+        if op.storage == STORAGE_BF16:
+            return (data.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        return data.astype(np.float64)
+    if op.framework == "torch":
+        torch = _deps.loaded("torch")
+        if op.storage in (STORAGE_F16, STORAGE_BF16):
+            data = data.view(torch.float16 if op.storage == STORAGE_F16 else torch.bfloat16)
+        return data.to(torch.float64)
+    if op.framework == "cupy" and op.storage != STORAGE_BF16:
+        return (data.view("float16") if op.storage == STORAGE_F16 else data).astype("float64")
+    return None
+
+
+def scaled_operand(op: Operand, exponent: int) -> Operand | None:
+    """A float64 copy of ``op`` times 2^-exponent (exact: a power of two), for the rescaled pass that
+    recovers overflowed sums of squares (stats/overflow.py); None where no such copy can be made."""
+    values = _float64_values(op)
+    if values is None:
+        return None
+    half = -exponent // 2  # two factors: 2^-k alone may be outside float64's range (k up to ~1600)
+    values = values * math.ldexp(1.0, half) * math.ldexp(1.0, -exponent - half)
+    return Operand(values, op.shape, op.dtype, "float64", op.device, op.framework)
 
 
 def check_pair(ref: Operand, test: Operand, name: str = "") -> None:
