@@ -173,7 +173,11 @@ def new_folder(directory: str) -> str:
     """A fresh temporary sibling folder of ``directory`` for the new golden."""
     parent, name = os.path.split(directory)
     try:
-        return tempfile.mkdtemp(dir=parent, prefix=f".{name}{_TAG}new-{os.getpid()}-")
+        staged = tempfile.mkdtemp(dir=parent, prefix=f".{name}{_TAG}new-{os.getpid()}-")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staged, 0o777 & ~umask)  # mkdtemp makes 0700; a golden folder gets what mkdir would give
+        return staged
     except OSError as exc:
         raise DiffcoreError(f"cannot create golden directory beside {directory}: {exc.strerror or exc}") from None
 
