@@ -209,6 +209,9 @@ def _float64_values(op: Operand):
         return data.to(torch.float64)
     if op.framework == "cupy" and op.storage != STORAGE_BF16:
         return (data.view("float16") if op.storage == STORAGE_F16 else data).astype("float64")
+    if op.framework == "numba":  # Numba device arrays have no arithmetic: through the host (rare case)
+        host = Operand(data.copy_to_host(), op.shape, op.dtype, op.storage, "cpu", "numpy")
+        return _float64_values(host)
     return None
 
 
@@ -220,6 +223,8 @@ def scaled_operand(op: Operand, exponent: int) -> Operand | None:
         return None
     half = -exponent // 2  # two factors: 2^-k alone may be outside float64's range (k up to ~1600)
     values = values * math.ldexp(1.0, half) * math.ldexp(1.0, -exponent - half)
+    if op.framework == "numba":
+        values = _deps.loaded("numba").cuda.to_device(values)
     return Operand(values, op.shape, op.dtype, "float64", op.device, op.framework)
 
 
