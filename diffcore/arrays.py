@@ -228,6 +228,26 @@ def scaled_operand(op: Operand, exponent: int) -> Operand | None:
     return Operand(values, op.shape, op.dtype, "float64", op.device, op.framework)
 
 
+def differences_operands(ref: Operand, test: Operand, exponent: int):
+    """(zeros, (t - r) * 2^-exponent where both are finite, else 0) as float64 operands, for the pass that
+    recovers sums of tiny differences between huge values (stats/overflow.py); (None, None) where the
+    data cannot be combined here."""
+    r, t = _float64_values(ref), _float64_values(test)
+    if r is None or t is None:
+        return None, None
+    on_host = isinstance(r, np.ndarray) and isinstance(t, np.ndarray)
+    xp = np if on_host else _deps.loaded("torch") if ref.framework == "torch" else _deps.loaded("cupy")
+    d = xp.where(xp.isfinite(r) & xp.isfinite(t), t - r, xp.zeros_like(r))
+    half = -exponent // 2
+    d = d * math.ldexp(1.0, half) * math.ldexp(1.0, -exponent - half)
+    zeros = xp.zeros_like(d)
+    if ref.framework == "numba":
+        cuda = _deps.loaded("numba").cuda
+        d, zeros = cuda.to_device(d), cuda.to_device(zeros)
+    return (Operand(zeros, ref.shape, ref.dtype, "float64", ref.device, ref.framework),
+            Operand(d, ref.shape, ref.dtype, "float64", ref.device, ref.framework))
+
+
 def check_pair(ref: Operand, test: Operand, name: str = "") -> None:
     """Raise ``DiffcoreError`` unless ``ref`` and ``test`` have the same shape and live on the same device."""
     where = f" for {name}" if name else ""

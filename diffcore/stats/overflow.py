@@ -72,19 +72,33 @@ def overflow_exponent(i_row, f_row) -> int:
     return 0
 
 
-def pick(f_row, scaled, index: int) -> tuple[float, int]:
-    """(value, e): the sum ``index`` is value * 2^e, from the plain pass where it is finite (and, for a
-    scaled-up pass, not underflowed), else from the scaled one.
+def differences_exponent(i_row, f_row, k: int) -> int:
+    """k_d < 0 when, besides an overflow (k > 0), the squared differences underflowed: huge values whose
+    differences are tiny. One scale cannot serve both, so the differences get their own pass: d * 2^-k_d
+    against zeros, whose sum of squares and of |d| are sum d^2 and sum |d| scaled (see ``drift``)."""
+    max_abs = float(f_row[L.F_MAX_ABS])
+    if k <= 0 or not (0.0 < max_abs < math.inf) or not (0.0 <= float(f_row[L.F_SUM_D2]) < TINY):
+        return 0
+    return min(math.frexp(max_abs)[1] - TARGET_EXPONENT, 0)
 
-    ``scaled`` is None or (f_row of the scaled pass, k)."""
+
+DIFFERENCES = (L.F_SUM_D2, L.F_SUM_ABS)  # what the differences pass supplies (as its F_SUM_D2, F_SUM_ABS)
+
+
+def pick(f_row, scaled, index: int) -> tuple[float, int]:
+    """(value, e): the sum ``index`` is value * 2^e, from the plain pass where it is finite (and not
+    underflowed where a scaled-up pass exists), else from the scaled pass that fits.
+
+    ``scaled`` is None or a list of (F row of a scaled pass, k, indices it supplies or None for all)."""
     value = float(f_row[index])
-    if scaled is None:
-        return value, 0
-    f_scaled, k = scaled
-    underflowed = k < 0 and index in SQUARES and abs(value) < TINY
-    if math.isfinite(value) and not underflowed:
-        return value, 0
-    return float(f_scaled[index]), (2 * k if index in SQUARES else k)
+    for f_scaled, k, indices in scaled or ():
+        if indices is not None and index not in indices:
+            continue
+        overflowed = not math.isfinite(value) and k > 0
+        underflowed = k < 0 and index in SQUARES and abs(value) < TINY
+        if overflowed or underflowed:
+            return float(f_scaled[index]), (2 * k if index in SQUARES else k)
+    return value, 0
 
 
 def times(value: float, e: int) -> float:

@@ -221,8 +221,9 @@ def finalize(i_row, f_row, h_row, *, shape, ref_dtype, test_dtype, tolerance, ba
              ) -> DriftStats:
     """Turn one merged accumulator state into ``DriftStats`` (the single definition of every statistic).
 
-    ``scaled``: (F row of the same pair reduced with both sides times 2^-k, k) when a sum overflowed
-    (stats/overflow.py); each sum is then taken from the plain row where finite, else from the scaled one.
+    ``scaled``: [(F row of a rescaled pass, k, the sums it supplies or None)] when a sum overflowed or
+    underflowed (stats/overflow.py); each sum is then taken from the plain row where it is right, else
+    from the scaled pass that fits.
     """
     i = [int(x) for x in i_row]
     f = [float(x) for x in f_row]

@@ -79,3 +79,11 @@ def test_scaling_by_a_power_of_two_leaves_every_scale_free_statistic_unchanged(r
             assert got == pytest.approx(want, rel=1e-9, abs=1e-9), (name, backend, exponent)
         if base.rms > 0 and exponent > 0:
             assert big.rms == pytest.approx(math.ldexp(base.rms, exponent), rel=1e-9)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tiny_differences_between_huge_values_keep_their_rms_and_snr(backend):
+    stats = diffcore.drift(*_on(backend, [1e300, 1e-300, 1.0], [1e300, 2e-300, 1.0]), backend=backend)
+    assert stats.rms == pytest.approx(1e-300 / math.sqrt(3), rel=1e-12)
+    assert stats.mean_abs == pytest.approx(1e-300 / 3, rel=1e-12)
+    assert stats.snr_db == pytest.approx(12000.0, rel=1e-12) and stats.rel_l2 == 0.0  # 1e-600: below float64
