@@ -432,5 +432,7 @@ def parse_json(text: str, what: str) -> object:
         raise DiffcoreError(f"{what} is not valid JSON (truncated or edited?): {exc}") from None
     except RecursionError:
         raise DiffcoreError(f"{what} is nested too deeply to be a document diffcore writes") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise DiffcoreError(f"{what} is not a document diffcore reads: {exc}") from None
     check_depth(data, what)
     return data
