@@ -73,19 +73,23 @@ def _check_directory(path: str, what: str) -> None:
 
 
 def probe_writable(directory: str, what: str) -> None:
-    """Create and remove a temporary file in ``directory``: the only test that a write will work there
-    (``os.access`` says yes to root on a read-only folder, and knows nothing of full or read-only mounts).
+    """Refuse a directory that cannot be written: ``access(2)`` answers for permissions as the kernel
+    applies them (root included) and for read-only mounts (EROFS). No file is created, so a process
+    killed here leaves nothing behind; a full disk is still found, and reported, by the write itself.
 
     Raises:
         DiffcoreError: the directory cannot be written.
     """
+    if not os.access(directory, os.W_OK | os.X_OK):
+        reason = "read-only filesystem" if _read_only_mount(directory) else "permission denied"
+        raise DiffcoreError(f"cannot write {what}: directory {directory} is not writable ({reason})")
+
+
+def _read_only_mount(directory: str) -> bool:
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX, suffix=".probe")
-    except OSError as exc:
-        raise DiffcoreError(f"cannot write {what}: directory {directory} is not writable "
-                            f"({exc.strerror or exc})") from None
-    os.close(fd)
-    _remove_quietly(tmp)
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 def check_target(path, force: bool, what: str = "output") -> None:

@@ -104,7 +104,7 @@ def _leftovers(folder) -> list:
 def test_sigkill_during_record_force_leaves_the_old_or_the_new_golden_whole(world, tmp_path):
     os.symlink(world / "m.onnx", tmp_path / "m.onnx")
     out = tmp_path / "g"
-    duration = _run_to_end(world, out, "a")
+    duration = sorted(_run_to_end(world, out, "a") for _ in range(3))[1]  # the median: the first is cold
     rng = random.Random(1234)
     current, killed = 1.0, 0
     for trial in range(TRIALS):
@@ -119,7 +119,7 @@ def test_sigkill_during_record_force_leaves_the_old_or_the_new_golden_whole(worl
 
 def test_sigkill_during_a_first_record_never_blocks_the_next(world, tmp_path):
     os.symlink(world / "m.onnx", tmp_path / "m.onnx")
-    duration = _run_to_end(world, tmp_path / "probe", "a")
+    duration = sorted(_run_to_end(world, tmp_path / "probe", "a") for _ in range(3))[1]
     rng = random.Random(99)
     for trial in range(6):
         out = tmp_path / f"fresh{trial}"
