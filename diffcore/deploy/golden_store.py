@@ -145,6 +145,7 @@ def prepare_folder(directory, force: bool, known_files, manifest: str) -> str:
     parent = os.path.dirname(directory)
     if not os.path.isdir(parent):
         raise DiffcoreError(f"cannot create golden directory {directory}: {parent} does not exist")
+    _check_name(directory)
     recover(directory)
     if os.path.islink(directory) or (os.path.lexists(directory) and not os.path.isdir(directory)):
         raise DiffcoreError(f"golden path {directory} is not a directory (a file or a link); give a directory")
@@ -152,6 +153,16 @@ def prepare_folder(directory, force: bool, known_files, manifest: str) -> str:
         _check_contents(directory, force, set(known_files) | {manifest}, manifest)
     probe_writable(parent, f"golden directory {directory}")
     return directory
+
+
+def _check_name(directory: str) -> None:
+    from ..files import _name_max
+
+    name = os.path.basename(directory)
+    room = _name_max(os.path.dirname(directory)) - len(f".{_TAG}new-{os.getpid()}-12345678")
+    if len(os.fsencode(name)) > room:
+        raise DiffcoreError(f"golden directory name {name[:40]}... is {len(os.fsencode(name))} bytes: too long for "
+                            f"this filesystem once diffcore stages it beside the target (at most {room})")
 
 
 def _check_contents(directory: str, force: bool, allowed: set, manifest: str) -> None:

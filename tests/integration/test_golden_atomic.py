@@ -184,3 +184,13 @@ def test_a_keyed_seal_detects_a_forged_golden_that_the_plain_seal_accepts(world,
     record_golden(str(world / "m.onnx"), str(world / "a.npz"), tmp_path / "plain")
     with pytest.raises(DiffcoreError, match="has no keyed seal"):
         load_golden(tmp_path / "plain", key="secret")
+
+
+def test_a_golden_name_too_long_to_stage_is_refused_before_running(world, tmp_path, monkeypatch):
+    from diffcore.deploy import golden as golden_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was opened before the name was checked")
+    monkeypatch.setattr(golden_module, "_open", never)
+    with pytest.raises(DiffcoreError, match="too long for this filesystem"):
+        record_golden(str(world / "m.onnx"), str(world / "a.npz"), tmp_path / ("g" * 240))
