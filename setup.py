@@ -5,6 +5,6 @@ from setuptools import find_packages, setup
 setup(
     packages=find_packages(include=["diffcore", "diffcore.*"]) + ["diffcore._kernels"],
     package_dir={"diffcore._kernels": "kernels"},
-    package_data={"diffcore._kernels": ["*.cu", "*.cuh"]},
+    package_data={"diffcore._kernels": ["*.cu", "*.cuh"], "diffcore.schemas": ["*.json"]},
     include_package_data=True,
 )

@@ -7,6 +7,7 @@ without a copy wherever NumPy can express one; GPU data stays on its device.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +83,10 @@ def _check_dtype(name: str, role: str) -> str:
 def _numpy_operand(arr: np.ndarray, role: str, framework: str = "numpy") -> Operand:
     arr = np.asarray(arr)
     dtype = _check_dtype(arr.dtype.name, role)
+    if not arr.dtype.isnative:
+        # Kernels read raw bytes (and 16-bit floats as bit patterns): a big-endian '>f2' array read as is
+        # gives byte-swapped values, and Numba refuses non-native float32/float64 outright. A copy only here.
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     flat = arr.reshape(-1)  # a view whenever the strides allow one, else a copy
     if dtype == "float16":
         flat, storage = flat.view(np.uint16), STORAGE_F16
@@ -186,6 +191,61 @@ def as_operand(obj, role: str = "array") -> Operand:
         + ("; wrap it with numpy.asarray(...) if you mean it" if isinstance(obj, (list, tuple, float, int))
            else "")
     )
+
+
+def _float64_values(op: Operand):
+    """``op``'s values as a float64 array of its framework (16-bit bit patterns decoded), or None."""
+    data = op.data
+    if op.framework in ("numpy", "torch") and op.device == "cpu" and isinstance(data, np.ndarray):
+        if op.storage == STORAGE_F16:
+            return data.view(np.float16).astype(np.float64)
+        if op.storage == STORAGE_BF16:
+            return (data.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        return data.astype(np.float64)
+    if op.framework == "torch":
+        torch = _deps.loaded("torch")
+        if op.storage in (STORAGE_F16, STORAGE_BF16):
+            data = data.view(torch.float16 if op.storage == STORAGE_F16 else torch.bfloat16)
+        return data.to(torch.float64)
+    if op.framework == "cupy" and op.storage != STORAGE_BF16:
+        return (data.view("float16") if op.storage == STORAGE_F16 else data).astype("float64")
+    if op.framework == "numba":  # Numba device arrays have no arithmetic: through the host (rare case)
+        host = Operand(data.copy_to_host(), op.shape, op.dtype, op.storage, "cpu", "numpy")
+        return _float64_values(host)
+    return None
+
+
+def scaled_operand(op: Operand, exponent: int) -> Operand | None:
+    """A float64 copy of ``op`` times 2^-exponent (exact: a power of two), for the rescaled pass that
+    recovers overflowed sums of squares (stats/overflow.py); None where no such copy can be made."""
+    values = _float64_values(op)
+    if values is None:
+        return None
+    half = -exponent // 2  # two factors: 2^-k alone may be outside float64's range (k up to ~1600)
+    values = values * math.ldexp(1.0, half) * math.ldexp(1.0, -exponent - half)
+    if op.framework == "numba":
+        values = _deps.loaded("numba").cuda.to_device(values)
+    return Operand(values, op.shape, op.dtype, "float64", op.device, op.framework)
+
+
+def differences_operands(ref: Operand, test: Operand, exponent: int):
+    """(zeros, (t - r) * 2^-exponent where both are finite, else 0) as float64 operands, for the pass that
+    recovers sums of tiny differences between huge values (stats/overflow.py); (None, None) where the
+    data cannot be combined here."""
+    r, t = _float64_values(ref), _float64_values(test)
+    if r is None or t is None:
+        return None, None
+    on_host = isinstance(r, np.ndarray) and isinstance(t, np.ndarray)
+    xp = np if on_host else _deps.loaded("torch") if ref.framework == "torch" else _deps.loaded("cupy")
+    d = xp.where(xp.isfinite(r) & xp.isfinite(t), t - r, xp.zeros_like(r))
+    half = -exponent // 2
+    d = d * math.ldexp(1.0, half) * math.ldexp(1.0, -exponent - half)
+    zeros = xp.zeros_like(d)
+    if ref.framework == "numba":
+        cuda = _deps.loaded("numba").cuda
+        d, zeros = cuda.to_device(d), cuda.to_device(zeros)
+    return (Operand(zeros, ref.shape, ref.dtype, "float64", ref.device, ref.framework),
+            Operand(d, ref.shape, ref.dtype, "float64", ref.device, ref.framework))
 
 
 def check_pair(ref: Operand, test: Operand, name: str = "") -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from . import backends
-from .arrays import as_operand, check_pair
+from .arrays import as_operand, check_pair, differences_operands, scaled_operand
 from .backends.base import PairJob
 from .errors import DiffcoreError
 from .stats.formats import format_named
+from .stats.overflow import DIFFERENCES, differences_exponent, overflow_exponent
 from .stats.params import StatParams
 from .stats.result import DriftStats, finalize
 from .stats.tolerance import resolve_tolerance
@@ -45,8 +46,29 @@ def _reduce(jobs: list[PairJob], backend: str) -> list[DriftStats]:
             job = jobs[k]
             results[k] = finalize(i_row, f_row, h_row, shape=job.ref.shape, ref_dtype=job.ref.dtype,
                                   test_dtype=job.params.test_format.name, tolerance=job.params.tolerance,
-                                  backend=chosen.name)
+                                  backend=chosen.name, scaled=_rescaled(chosen, job, i_row, f_row))
     return results
+
+
+def _rescaled(chosen, job: PairJob, i_row, f_row):
+    """[(F row of ``job`` reduced with both sides times 2^-k, k, None)] when a sum of squares overflowed or
+    underflowed, plus a differences pass when both happened; else None (stats/overflow.py: the state
+    layout and kernels stay as they are; these passes are the rare case)."""
+    k = overflow_exponent(i_row, f_row)
+    if k == 0:
+        return None
+    ref, test = scaled_operand(job.ref, k), scaled_operand(job.test, k)
+    if ref is None or test is None:
+        return None  # a bare CUDA array interface object: no exact scaled copy here
+    (_, f_scaled, _), = chosen.reduce([PairJob(ref, test, job.params)])
+    passes = [(f_scaled, k, None)]
+    k_d = differences_exponent(i_row, f_row, k)
+    if k_d:
+        zeros, diffs = differences_operands(job.ref, job.test, k_d)
+        if diffs is not None:
+            (_, f_d, _), = chosen.reduce([PairJob(zeros, diffs, job.params)])
+            passes.append((f_d, k_d, DIFFERENCES))
+    return passes
 
 
 def drift(ref, test, *, atol=None, rtol=None, backend: str = "auto", test_dtype: str | None = None

@@ -12,9 +12,43 @@ from .files import read_npz
 SEED = 0
 
 
+def native_order(array: np.ndarray) -> np.ndarray:
+    """``array`` in the machine's byte order: a copy only when it is not already (ONNX Runtime and torch
+    read the raw bytes, so a big-endian ``>f4`` array would be read byte-swapped)."""
+    if array.dtype.isnative or array.dtype.byteorder == "|":
+        return array
+    return array.astype(array.dtype.newbyteorder("="))
+
+
+def normalize_array(value, what: str) -> np.ndarray:
+    """One input array as every runner, drift and golden file sees it: a NumPy array of a numeric or bool
+    dtype, in native byte order.
+
+    Raises:
+        DiffcoreError: an object, string, bytes, record or date array.
+    """
+    array = _to_numpy(value)
+    kind = array.dtype.kind
+    if array.dtype.hasobject or kind not in "biufc" or array.dtype.fields is not None:
+        raise DiffcoreError(f"{what} has dtype {array.dtype}: inputs must be numeric or bool arrays")
+    return native_order(array)
+
+
+def normalize_inputs(inputs: Mapping, where: str = "inputs") -> dict:
+    """``{name: normalize_array(value)}`` for a mapping of inputs (see ``normalize_array``)."""
+    out = {}
+    for name, value in inputs.items():
+        if not isinstance(name, str):
+            raise DiffcoreError(f"{where}: input names must be strings, got {type(name).__name__} {name!r}")
+        out[name] = normalize_array(value, f"input {name!r} in {where}")
+    return out
+
+
 def _to_numpy(value):
     if isinstance(value, np.ndarray):
         return value
+    if isinstance(value, (bytes, str)):
+        raise DiffcoreError(f"an input is {type(value).__name__}, not an array")
     if hasattr(value, "detach"):  # torch tensor
         tensor = value.detach().cpu()
         return tensor.float().numpy() if str(tensor.dtype) == "torch.bfloat16" else tensor.numpy()
@@ -48,9 +82,9 @@ def resolve_inputs(inputs, ref_runner, test_runner) -> tuple[dict, list[str]]:
     inputs, or inputs synthesized from static input shapes are used, in that order.
     """
     if isinstance(inputs, (str, os.PathLike)):
-        return read_npz(inputs, "inputs"), []
+        return normalize_inputs(read_npz(inputs, "inputs"), f"inputs file {os.fspath(inputs)}"), []
     if isinstance(inputs, Mapping):
-        return {name: _to_numpy(value) for name, value in inputs.items()}, []
+        return normalize_inputs(inputs), []
     if inputs is not None:
         raise DiffcoreError(f"inputs must be a dict name -> array or an .npz path, got {type(inputs).__name__}")
     for runner in (ref_runner, test_runner):

@@ -72,6 +72,9 @@ def _torch_runner(module, dtype, autocast, device, example_inputs, role):
 
 def _from_string(spec: str, dtype, autocast, device, providers, keep_io_types, role) -> Runner:
     path = Path(spec)
+    if autocast and spec.endswith((".onnx", ".npz")):
+        raise DiffcoreError(f"{role} {spec} is {'an ONNX model' if spec.endswith('.onnx') else 'a recorded trace'}: "
+                            "autocast applies to torch models only (for ONNX use dtype='float16')")
     if spec.endswith(".onnx"):
         return _onnx_runner(spec, dtype, providers, keep_io_types, role)
     if spec.endswith(".npz"):

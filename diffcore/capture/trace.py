@@ -24,7 +24,9 @@ import numpy as np
 
 from ..arrays import array_sha256, host_array, host_values
 from ..errors import DiffcoreError, format_choices
-from ..files import check_target, read_npz, write_npz
+from ..files import check_target, parse_json, read_npz, write_npz
+from ..inputs import native_order
+from ..schemas import validate
 from .base import InputSpec, Probe, Runner
 
 __all__ = ["Trace", "TraceRecord", "TraceRunner", "record", "SCHEMA"]
@@ -211,14 +213,27 @@ def _read_meta(npz, path: str) -> dict:
     try:
         if raw.dtype != np.uint8 or raw.ndim != 1:
             raise ValueError(f"expected 1-D uint8, got {raw.dtype} {raw.shape}")
-        meta = json.loads(raw.tobytes().decode("utf-8"))
+        text = raw.tobytes().decode("utf-8")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise DiffcoreError(f"trace file {path!r} has invalid metadata: {exc}") from exc
+        raise DiffcoreError(f"trace file {path!r} has invalid metadata: {exc}") from None
+    meta = parse_json(text, f"trace file {path!r} has invalid metadata:")
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
         got = meta.get("schema") if isinstance(meta, dict) else type(meta).__name__
         raise DiffcoreError(f"trace file {path!r} has schema {got!r}, expected {SCHEMA!r} "
                             "(written by another diffcore version?)")
+    validate(meta, "trace", f"trace file {path!r} has invalid metadata:")
     return meta
+
+
+def _check_logical_dtype(entry: dict, stored: np.dtype, path: str, what: str) -> None:
+    """The metadata's dtype must be what the stored array holds: bfloat16 is stored as uint16 bit patterns,
+    every other dtype as itself. A float32 array relabelled bfloat16 would be judged under bfloat16's
+    tolerances (and its bytes reread as twice as many bfloat16 values)."""
+    logical = entry["dtype"]
+    expected = np.dtype(np.uint16) if logical == "bfloat16" else np.dtype(logical)
+    if stored.newbyteorder("=") != expected:
+        raise DiffcoreError(f"trace file {path!r}: {what} is labelled {logical} in the metadata but stored as "
+                            f"{stored}: the metadata was edited")
 
 
 def _read_array(npz, entry: dict, path: str, what: str):
@@ -226,13 +241,14 @@ def _read_array(npz, entry: dict, path: str, what: str):
     if name not in npz:
         raise DiffcoreError(f"trace file {path!r} lacks the array of {what} (entry {name!r})")
     arr = npz[name]
+    _check_logical_dtype(entry, arr.dtype, path, what)
     if arr.dtype.str != entry["stored"] or list(arr.shape) != list(entry["shape"]):
         raise DiffcoreError(f"trace file {path!r}: {what} is {arr.dtype} {arr.shape}, its metadata says "
                             f"{entry['stored']} {tuple(entry['shape'])}: the file was edited")
     if array_sha256(arr) != entry["sha256"]:
         raise DiffcoreError(f"trace file {path!r}: {what} fails its sha256 check: the file was truncated "
                             "or edited")
-    return _restore(arr, entry["dtype"])
+    return _restore(native_order(arr), entry["dtype"])
 
 
 # ------------------------------------------------------------------------------------------- recording

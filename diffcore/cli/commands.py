@@ -9,7 +9,7 @@ import sys
 
 from ..errors import DiffcoreError
 from ..spec import check_spec
-from .files import check_target, load_inputs, write_text_atomic
+from .files import check_outputs, input_paths, load_inputs, write_text_atomic
 
 __all__ = ["compare_function", "progress_wanted", "run_capture", "run_compare"]
 
@@ -37,6 +37,14 @@ def check_tolerance_pair(atol, rtol) -> None:
                             "(neither uses the defaults of the test dtype)")
 
 
+def check_flags(args) -> None:
+    """Refuse flags that contradict each other instead of silently ignoring one of them."""
+    if args.test_autocast and args.test.endswith((".onnx", ".npz")):
+        kind = "an ONNX model" if args.test.endswith(".onnx") else "a recorded trace"
+        raise DiffcoreError(f"--test-autocast applies to a torch TEST model, but TEST {args.test} is {kind}: "
+                            "use --test-dtype float16 for an ONNX model, or drop --test-autocast")
+
+
 def _write_reports(args, report) -> None:
     if args.json:
         write_text_atomic(args.json, report.to_json(), force=args.force, what="--json")
@@ -51,8 +59,9 @@ def run_compare(args) -> int:
     check_tolerance_pair(args.atol, args.rtol)
     check_spec(args.ref, "REF")
     check_spec(args.test, "TEST")
-    check_target(args.json, args.force, "--json")
-    check_target(args.html, args.force, "--html")
+    check_flags(args)
+    check_outputs({"--json": args.json, "--html": args.html},
+                  input_paths(REF=args.ref, TEST=args.test, **{"--inputs": args.inputs}), args.force)
     inputs = load_inputs(args.inputs) if args.inputs else None
     report = compare_function()(
         args.ref, args.test, inputs, atol=args.atol, rtol=args.rtol, ref_dtype=args.ref_dtype,
@@ -71,7 +80,7 @@ def run_compare(args) -> int:
 def run_capture(args) -> int:
     """``diffcore capture MODEL --inputs X --out TRACE``: record every probe of MODEL to a trace file."""
     check_spec(args.model, "MODEL")
-    check_target(args.out, args.force, "trace")
+    check_outputs({"trace": args.out}, input_paths(MODEL=args.model, **{"--inputs": args.inputs}), args.force)
     inputs = load_inputs(args.inputs)
     from ..capture.trace import record  # imported on use: they reach for the frameworks
     from ..spec import open_runner

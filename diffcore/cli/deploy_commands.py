@@ -11,7 +11,7 @@ import sys
 from ..errors import DiffcoreError
 from .commands import check_tolerance_pair
 from ..spec import check_spec
-from .files import check_target, load_inputs
+from .files import check_outputs, input_paths, load_inputs
 
 __all__ = ["run_env", "run_golden", "run_validate"]
 
@@ -41,7 +41,7 @@ def run_env(args) -> int:
         return _run_env_diff(args)
     from .. import env
 
-    check_target(args.out, args.force, "--out")
+    check_outputs({"--out": args.out}, {}, args.force)
     manifest = env.collect()
     _write_json_out(args, manifest, "environment manifest")
     if args.json:
@@ -75,7 +75,7 @@ def _run_env_diff(args) -> int:
     from ..deploy.envdiff import env_diff
     from ..files import read_json
 
-    a, b = read_json(args.a, "environment"), read_json(args.b, "environment")
+    a, b = (read_json(path, "environment", schema="environment") for path in (args.a, args.b))
     labels = tuple(_clip(os.path.basename(p), 28) for p in (args.a, args.b))
     if labels[0] == labels[1]:
         labels = ("A", "B")
@@ -99,6 +99,12 @@ def _read_texts(path: str) -> list:
     return texts
 
 
+def _key(args):
+    from ..deploy.golden_store import read_key_file
+
+    return read_key_file(args.key_file) if args.key_file else None
+
+
 def run_golden(args) -> int:
     """``diffcore golden record`` / ``diffcore golden check``."""
     return _golden_record(args) if args.golden_command == "record" else _golden_check(args)
@@ -107,13 +113,14 @@ def run_golden(args) -> int:
 def _golden_record(args) -> int:
     check_spec(args.model, "MODEL")
     check_tolerance_pair(args.atol, args.rtol)
+    key = _key(args)
     texts = _read_texts(args.texts) if args.texts else None
     inputs = load_inputs(args.inputs) if args.inputs else None
     from ..deploy import record_golden
 
     golden = record_golden(args.model, inputs, args.out, traces=args.traces, texts=texts,
                            artifacts=args.artifacts, atol=args.atol, rtol=args.rtol, device=args.device,
-                           providers=args.providers, force=args.force)
+                           providers=args.providers, force=args.force, key=key)
     meta = golden.meta
     parts = [f"{len(meta['inputs'])} input(s)", f"{len(meta['outputs'])} output(s)"]
     if golden.trace is not None:
@@ -127,14 +134,24 @@ def _golden_record(args) -> int:
     return 0
 
 
+def _golden_files(directory: str) -> dict:
+    import os
+
+    from ..deploy.golden import GOLDEN_FILES
+
+    return {f"golden {name}": os.path.join(directory, name) for name in GOLDEN_FILES
+            if os.path.exists(os.path.join(directory, name))}
+
+
 def _golden_check(args) -> int:
     check_spec(args.model, "MODEL")
     check_tolerance_pair(args.atol, args.rtol)
-    check_target(args.out, args.force, "--out")
+    check_outputs({"--out": args.out}, _golden_files(args.golden) | input_paths(MODEL=args.model), args.force)
+    key = _key(args)
     from ..deploy import check_golden
 
     result = check_golden(args.model, args.golden, atol=args.atol, rtol=args.rtol, device=args.device,
-                          providers=args.providers, layers=not args.no_layers)
+                          providers=args.providers, layers=not args.no_layers, key=key)
     _write_json_out(args, result.to_dict(), "golden check result")
     _emit(result.to_json() if args.json else result.to_text())
     return result.exit_code
@@ -148,7 +165,9 @@ def run_validate(args) -> int:
     if args.reference:
         check_spec(args.reference, "REFERENCE")
     check_tolerance_pair(args.atol, args.rtol)
-    check_target(args.out, args.force, "--out")
+    check_outputs({"--out": args.out}, input_paths(MODEL=args.model, REFERENCE=args.reference,
+                                                   **{"--inputs": args.inputs, "artifact": args.artifacts})
+                  | (_golden_files(args.golden) if args.golden else {}), args.force)
     inputs = load_inputs(args.inputs) if args.inputs else None
     from ..deploy import validate
 

@@ -207,6 +207,8 @@ def _add_golden(sub) -> None:
     _add_tolerance(r, "; stored as the golden's tolerance")
     _add_runtime_options(r, [])
     r.add_argument("--force", action="store_true", help="replace an existing golden in DIR")
+    r.add_argument("--key-file", metavar="FILE", help="add a keyed seal (HMAC-SHA256) with the key in FILE "
+                                                      "(default: $DIFFCORE_GOLDEN_KEY when set)")
     c = inner.add_parser("check", allow_abbrev=False, help="check a model against a golden set",
                          description="Run MODEL on the golden inputs here and compare every output (and layer, "
                                      "when traces were recorded) with the golden; show the environment "
@@ -216,6 +218,8 @@ def _add_golden(sub) -> None:
     _add_tolerance(c, "; default: the golden's, else per dtype")
     _add_runtime_options(c, [])
     c.add_argument("--no-layers", action="store_true", help="skip the per-layer comparison")
+    c.add_argument("--key-file", metavar="FILE", help="verify the golden's keyed seal with the key in FILE "
+                                                      "(default: $DIFFCORE_GOLDEN_KEY when set)")
     _add_json_outputs(c, "result")
     p.set_defaults(handler="golden")
 
@@ -313,6 +317,23 @@ def _silence_stdout() -> None:
         pass
 
 
+def _check_stdout() -> None:
+    # Every command prints its result: with stdout closed (`>&-`) or opened read-only, say so before any
+    # model runs instead of failing after it.
+    import fcntl
+
+    if sys.stdout is None:
+        raise DiffcoreError("standard output is closed: diffcore prints its result there; redirect it to a "
+                            "file or /dev/null instead of closing it")
+    try:
+        flags = fcntl.fcntl(sys.stdout.fileno(), fcntl.F_GETFL)
+    except (OSError, ValueError, AttributeError):
+        return  # not a real file descriptor (a test's capture): nothing to check
+    if flags & os.O_ACCMODE == os.O_RDONLY:
+        raise DiffcoreError("standard output is open read-only: diffcore prints its result there; redirect "
+                            "it to a file or /dev/null")
+
+
 def main(argv=None) -> int:
     """Run the ``diffcore`` command line and return its exit code (never raises, never exits).
 
@@ -324,7 +345,9 @@ def main(argv=None) -> int:
         module doc).
     """
     try:
-        return _run(build_parser().parse_args(argv))
+        args = build_parser().parse_args(argv)
+        _check_stdout()
+        return _run(args)
     except SystemExit as exc:
         return _exit_status(exc.code)
     except DiffcoreError as exc:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from .._deps import require
 from ..errors import DiffcoreError, format_choices
-from ..files import read_json, sha256_file, write_json
+from ..files import parse_json, read_json, sha256_file, write_json
 from .checklist import CheckRow, failed, passed, skipped
 
 __all__ = ["Artifact", "ARTIFACT_SCHEMA", "check_artifacts", "check_tokens", "declared_artifacts",
@@ -91,7 +91,7 @@ def read_artifact_manifest(path) -> list[Artifact]:
     Raises:
         DiffcoreError: not valid JSON, another schema, a malformed entry, a duplicate name or role.
     """
-    data = read_json(path, "artifact manifest")
+    data = read_json(path, "artifact manifest", schema="artifacts")
     if not isinstance(data, dict) or data.get("schema") != ARTIFACT_SCHEMA:
         raise DiffcoreError(f"artifact manifest {path} must be an object with \"schema\": "
                             f"\"{ARTIFACT_SCHEMA}\" and a list \"artifacts\"")
@@ -268,10 +268,9 @@ def _read_vocab(path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise DiffcoreError(f"cannot read vocabulary {path}: {exc}") from None
     if path.endswith(".json"):
-        try:
-            vocab = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DiffcoreError(f"vocabulary {path} is not valid JSON: {exc}") from None
+        vocab = parse_json(text, f"vocabulary {path}")
+        if not isinstance(vocab, dict):
+            raise DiffcoreError(f"vocabulary {path} is not a JSON object of token -> id")
         return vocab
     lines = text.split("\n")
     if lines and lines[-1] == "":
@@ -283,10 +282,12 @@ def _with_vocab(tokenizer_path, vocab_path):
     """The tokenizer.json pipeline with its model's vocabulary replaced by ``vocab_path``'s."""
     try:
         with open(tokenizer_path, encoding="utf-8") as handle:
-            data = json.load(handle)
+            data = parse_json(handle.read(), f"tokenizer {tokenizer_path}")
     except (OSError, ValueError) as exc:
         raise DiffcoreError(f"cannot read tokenizer {tokenizer_path}: {exc}") from None
-    model = data.get("model") or {}
+    model = (data.get("model") if isinstance(data, dict) else None) or {}
+    if not isinstance(model, dict):
+        model = {}
     if not isinstance(model.get("vocab"), dict):
         raise DiffcoreError(f"tokenizer {tokenizer_path} ({model.get('type')}) has no token -> id vocabulary "
                             f"that {os.path.basename(vocab_path)} could replace")

@@ -15,6 +15,8 @@ place where a statistic is computed from it. The choices, stated once:
   test value unrelated to its reference counts at most ~2**p ULPs, "every bit wrong".
 - Mismatch: a finite pair with |d| > atol + rtol |r|; NaN in both, or the same signed Inf in both, match
   (reported as matching NaN/Inf); any other non-finite position mismatches.
+- Sums that overflow float64 (values above ~1e154 squared) are recovered exactly by a power-of-two
+  rescaled pass (stats/overflow.py): rel_l2, RMS, cosine, SNR and std are finite whenever they are.
 - Means/percentiles over an empty population are 0 (no error observed); side min/max/mean/std are None
   when a side has no finite value. std is the population standard deviation (ddof = 0).
 """
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from . import layout as L
+from . import overflow as O
 from .tolerance import Tolerance
 
 __all__ = ["DriftStats", "Histogram", "finalize"]
@@ -164,57 +167,82 @@ def _ratio(num: float, den: float, both_zero: float) -> float:
     return num / den
 
 
+def _rel_l2(d2: tuple, r2: tuple) -> float:
+    if d2[1] == r2[1] == 0:  # the plain pass: exactly the definition's ||d|| / ||r||
+        return _ratio(math.sqrt(d2[0]), math.sqrt(r2[0]), 0.0)
+    return O.ratio(O.sqrt_of(d2), O.sqrt_of(r2), 0.0)
+
+
 def _unravel(flat: int, shape: tuple) -> tuple | None:
     if flat < 0 or flat == L.NO_INDEX:
         return None
     return tuple(int(k) for k in np.unravel_index(int(flat), shape)) if shape else ()
 
 
-def _side(n: int, lo: float, hi: float, mean: float, m2: float):
+def _side(n: int, lo: float, hi: float, mean: tuple, m2: tuple):
     if n == 0:
         return None, None, None, None
-    return float(lo), float(hi), float(mean), math.sqrt(max(m2, 0.0) / n)
+    variance = (max(m2[0], 0.0) / n, m2[1])
+    return float(lo), float(hi), O.times(*mean), O.times(*O.sqrt_of(variance))
 
 
-def _cosine(dot: float, r2: float, t2: float) -> float:
-    if r2 == 0.0 and t2 == 0.0:
+def _cosine(dot: tuple, r2: tuple, t2: tuple) -> float:
+    if r2[0] == 0.0 and t2[0] == 0.0:
         return 1.0
-    if r2 == 0.0 or t2 == 0.0:
+    if r2[0] == 0.0 or t2[0] == 0.0:
         return 0.0
-    product = r2 * t2
-    # sqrt(fl(x*x)) == x in IEEE arithmetic, so identical inputs give exactly 1; split only on over/underflow.
-    norm = math.sqrt(product) if 0.0 < product < math.inf else math.sqrt(r2) * math.sqrt(t2)
-    return max(-1.0, min(1.0, dot / norm))
+    if dot[1] == r2[1] == t2[1] == 0:
+        product = r2[0] * t2[0]
+        # sqrt(fl(x*x)) == x in IEEE arithmetic, so identical inputs give exactly 1; split on over/underflow.
+        norm = math.sqrt(product) if 0.0 < product < math.inf else math.sqrt(r2[0]) * math.sqrt(t2[0])
+        return max(-1.0, min(1.0, dot[0] / norm))
+    (nr, er), (nt, et) = O.sqrt_of(r2), O.sqrt_of(t2)
+    return max(-1.0, min(1.0, O.times(dot[0] / nr / nt, dot[1] - er - et)))
 
 
-def _snr_db(r2: float, d2: float) -> float:
-    if d2 == 0.0:
+def _snr_db(r2: tuple, d2: tuple) -> float:
+    if d2[0] == 0.0:
         return math.inf
-    if r2 == 0.0:
+    if r2[0] == 0.0:
         return -math.inf
-    return 10.0 * math.log10(r2 / d2)
+    if r2[1] == d2[1] == 0 and math.isfinite(r2[0] / d2[0]) and r2[0] / d2[0] > 0.0:
+        return 10.0 * math.log10(r2[0] / d2[0])
+    return 10.0 * (O.log10_of(r2) - O.log10_of(d2))
 
 
-def finalize(i_row, f_row, h_row, *, shape, ref_dtype, test_dtype, tolerance, backend) -> DriftStats:
-    """Turn one merged accumulator state into ``DriftStats`` (the single definition of every statistic)."""
+def _per_pair(pair: tuple, n: int, root: bool = False) -> float:
+    if not n:
+        return 0.0
+    value, e = pair[0] / n, pair[1]
+    return O.times(*O.sqrt_of((value, e))) if root else O.times(value, e)
+
+
+def finalize(i_row, f_row, h_row, *, shape, ref_dtype, test_dtype, tolerance, backend, scaled=None
+             ) -> DriftStats:
+    """Turn one merged accumulator state into ``DriftStats`` (the single definition of every statistic).
+
+    ``scaled``: [(F row of a rescaled pass, k, the sums it supplies or None)] when a sum overflowed or
+    underflowed (stats/overflow.py); each sum is then taken from the plain row where it is right, else
+    from the scaled pass that fits.
+    """
     i = [int(x) for x in i_row]
     f = [float(x) for x in f_row]
     n, nf = i[L.I_N], i[L.I_NF]
-    per_pair = (lambda s: s / nf) if nf else (lambda s: 0.0)
+    s = {k: O.pick(f, scaled, k) for k in O.LINEAR + O.SQUARES}
     hist = Histogram(np.asarray(h_row, dtype=np.int64).copy())
-    ref_side = _side(i[L.I_NR], f[L.F_R_MIN], f[L.F_R_MAX], f[L.F_R_MEAN], f[L.F_R_M2])
-    test_side = _side(i[L.I_NT], f[L.F_T_MIN], f[L.F_T_MAX], f[L.F_T_MEAN], f[L.F_T_M2])
+    ref_side = _side(i[L.I_NR], f[L.F_R_MIN], f[L.F_R_MAX], s[L.F_R_MEAN], s[L.F_R_M2])
+    test_side = _side(i[L.I_NT], f[L.F_T_MIN], f[L.F_T_MAX], s[L.F_T_MEAN], s[L.F_T_M2])
     return DriftStats(
         shape=tuple(shape), ref_dtype=ref_dtype, test_dtype=test_dtype,
         count=n, finite_count=nf,
         max_abs=max(f[L.F_MAX_ABS], 0.0),
         max_abs_index=_unravel(i[L.I_ARGMAX], tuple(shape)),
-        mean_abs=per_pair(f[L.F_SUM_ABS]),
-        rms=math.sqrt(per_pair(f[L.F_SUM_D2])),
-        rel_l2=_ratio(math.sqrt(f[L.F_SUM_D2]), math.sqrt(f[L.F_SUM_R2]), 0.0),
-        max_rel=f[L.F_MAX_REL], mean_rel=per_pair(f[L.F_SUM_REL]),
-        cosine=_cosine(f[L.F_SUM_RT], f[L.F_SUM_R2], f[L.F_SUM_T2]),
-        snr_db=_snr_db(f[L.F_SUM_R2], f[L.F_SUM_D2]),
+        mean_abs=_per_pair(s[L.F_SUM_ABS], nf),
+        rms=_per_pair(s[L.F_SUM_D2], nf, root=True),
+        rel_l2=_rel_l2(s[L.F_SUM_D2], s[L.F_SUM_R2]),
+        max_rel=f[L.F_MAX_REL], mean_rel=_per_pair((f[L.F_SUM_REL], 0), nf),
+        cosine=_cosine(s[L.F_SUM_RT], s[L.F_SUM_R2], s[L.F_SUM_T2]),
+        snr_db=_snr_db(s[L.F_SUM_R2], s[L.F_SUM_D2]),
         mismatch_count=i[L.I_MISMATCH], mismatch_frac=(i[L.I_MISMATCH] / n) if n else 0.0,
         nan_ref=i[L.I_NAN_R], nan_test=i[L.I_NAN_T], nan_both=i[L.I_NAN_BOTH],
         inf_ref=i[L.I_INF_R], inf_test=i[L.I_INF_T], inf_both=i[L.I_INF_BOTH],
@@ -222,7 +250,7 @@ def finalize(i_row, f_row, h_row, *, shape, ref_dtype, test_dtype, tolerance, ba
         first_nan_test=_unravel(i[L.I_FIRST_NAN_T], tuple(shape)),
         first_inf_ref=_unravel(i[L.I_FIRST_INF_R], tuple(shape)),
         first_inf_test=_unravel(i[L.I_FIRST_INF_T], tuple(shape)),
-        max_ulp=f[L.F_MAX_ULP], mean_ulp=per_pair(f[L.F_SUM_ULP]),
+        max_ulp=f[L.F_MAX_ULP], mean_ulp=_per_pair((f[L.F_SUM_ULP], 0), nf),
         ref_min=ref_side[0], ref_max=ref_side[1], ref_mean=ref_side[2], ref_std=ref_side[3],
         test_min=test_side[0], test_max=test_side[1], test_mean=test_side[2], test_std=test_side[3],
         overflow_risk=i[L.I_OVERFLOW], underflow_risk=i[L.I_UNDERFLOW],

@@ -8,6 +8,8 @@ import ast
 import re
 from collections import defaultdict
 
+from ...errors import DiffcoreError
+
 SCOPE_KEY = "pkg.torch.onnx.name_scopes"
 _REPEAT = re.compile(r"(.+)_(\d+)")
 # TorchScript exporter value names: the producing node's name plus ``_output_<slot>``. Graph rewriters
@@ -54,10 +56,14 @@ def dynamo_levels(node) -> list | None:
     for prop in node.metadata_props:
         if prop.key == SCOPE_KEY:
             try:
-                scopes = ast.literal_eval(prop.value)
-            except (ValueError, SyntaxError):
-                return None
-            return [s for s in scopes[:-1] if isinstance(s, str) and s]
+                scopes = ast.literal_eval(prop.value[:1 << 16])
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                scopes = None
+            if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+                raise DiffcoreError(f"ONNX node {node.name!r} has malformed {SCOPE_KEY} metadata "
+                                    f"({prop.value[:60]!r}): expected a list of module paths as the torch "
+                                    "exporter writes it; remove or fix that metadata")
+            return [s for s in scopes[:-1] if s]
     return None
 
 
