@@ -580,3 +580,31 @@ def test_sessions_see_the_initializers_in_the_models_own_order(transformer_path,
         assert len(got) >= len(want) - 5  # all but constants no node reads
     finally:
         r.close()
+
+
+def test_a_segment_ort_cannot_optimize_is_captured_unoptimized_with_a_warning(transformer_path, runner, inputs,
+                                                                                monkeypatch):
+    """ORT's optimizers can fail on a cut-out part of a graph whose whole loads (seen on MiniLM rewritten by
+    ORT's transformer optimizer); such a capture session is rebuilt unoptimized, never the deployed one."""
+    import onnxruntime as ort
+
+    from diffcore.errors import DiffcoreError
+
+    r = OnnxRunner(transformer_path)
+    real_load = OnnxRunner._load
+    refused = []
+
+    def picky_load(self, source, options):
+        unoptimized = options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        if not options.enable_cpu_mem_arena and not unoptimized:  # an instrumented session, optimized
+            refused.append(1)
+            raise DiffcoreError("ONNX Runtime could not load: Attempt to replace the existing tensor")
+        return real_load(self, source, options)
+
+    monkeypatch.setattr(OnnxRunner, "_load", picky_load)
+    keys = [p.key for p in r.probes(inputs)][:20]
+    got, want = r.capture(inputs, keys), runner.capture(inputs, keys)
+    for key in keys:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert refused and any("optimizations disabled" in w for w in r.warnings)
+    r.close()

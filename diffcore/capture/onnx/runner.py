@@ -290,12 +290,37 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
             self._sessions.move_to_end(key)
             return self._sessions[key]
         _trim(self._sessions, self.max_cached_sessions - 1)  # release before building the next one
-        session = self._new_session(build(), arena=False)
+        session = self._new_session(build(), arena=False, unoptimized_fallback=True)
         self._sessions[key] = session
         return session
 
-    def _new_session(self, variant, arena: bool = True, save_to: str | None = None):
-        """A session with diffcore's options; ``save_to``: a folder ORT writes its optimized graph into."""
+    def _new_session(self, variant, arena: bool = True, save_to: str | None = None,
+                     unoptimized_fallback: bool = False):
+        """A session with diffcore's options; ``save_to``: a folder ORT writes its optimized graph into.
+
+        ``unoptimized_fallback`` (instrumented sessions only, never the deployed one): where ORT's graph
+        optimizers fail on a part of the graph cut out for capture, run that part unoptimized, with a
+        warning. Seen with ORT 1.32 on MiniLM rewritten by ORT's transformer optimizer: a segment failed
+        with "AddInitializedOrtValue Attempt to replace the existing tensor" at every optimization level
+        while the whole model loads.
+        """
+        ort = require("onnxruntime")
+        options = self._session_options(arena, save_to)
+        source = self._store.source(variant)
+        try:
+            session = self._load(source, options)
+        except DiffcoreError as exc:
+            if not unoptimized_fallback:
+                raise
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            session = self._load(source, options)
+            self._warn(f"ONNX Runtime's graph optimizers failed on a part of {self.name} cut out for capture "
+                       f"({str(exc).splitlines()[0][:160]}); such parts were captured with optimizations "
+                       "disabled (the same ops, unfused); the model outputs still come from the deployed "
+                       "session")
+        return session
+
+    def _session_options(self, arena: bool, save_to: str | None):
         ort = require("onnxruntime")
         options = ort.SessionOptions()
         if save_to is not None:
@@ -307,8 +332,12 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
         # ORT's idle intra-op threads spin for more work by default, taking the cores from the statistics
         # kernels that run between two ORT runs of a comparison.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return options
+
+    def _load(self, source, options):
+        ort = require("onnxruntime")
         try:
-            session = ort.InferenceSession(self._store.source(variant), options, providers=self.providers,
+            session = ort.InferenceSession(source, options, providers=self.providers,
                                            disabled_optimizers=self._disabled_optimizers())
         except Exception as exc:
             raise self._ort_error(exc, "could not load") from exc
