@@ -10,14 +10,18 @@ is re-run depends on the sides:
   reads the reference's value of each matched input instead of its own producer's output (rounded by Cast
   nodes inside the graph). Where no input changes under the rounding, the reference layer's local output
   is its captured value and its side is not re-run.
-- torch vs ONNX: the module's scope is cut out of the ONNX graph and fed the module's recorded inputs
-  (matched by position and shape); costlier, so by default done around the first divergence.
+- torch vs ONNX: the module's scope is cut out of the ONNX graph and fed the reference's value of every
+  value entering it, whether or not the exporter cut the scope at the module's arguments (a post-norm
+  LayerNorm's scope reads the residual sum, an attention scope a mask computed outside; local_scope.py);
+  the torch module runs on its recorded arguments, rounded alike. Costlier (a session per scope), so by
+  default done everywhere only up to ``TORCH_ONNX_ALL_LIMIT`` module calls, else around the first divergence.
 - recorded traces: no model to re-run; local errors are not available.
 """
 from __future__ import annotations
 
+from .local_scope import ScopeFeeder
 
-
+_OUTPUT_REASON = "a model output is compared end to end; the layer that computes it carries the local error"
 TORCH_ONNX_ALL_LIMIT = 64  # module calls up to which torch-vs-ONNX local errors are computed everywhere
 
 
@@ -111,7 +115,7 @@ class LocalComputer:
             return self._torch_torch(pairs, ref_feed)
         if self.kinds == ("onnx", "onnx"):
             return self._onnx_onnx(pairs, ref_feed, test_feed, ref_values or {}, overflowing)
-        return self._torch_onnx(pairs, ref_feed)
+        return self._torch_onnx(pairs, ref_feed, test_feed)
 
     def _skip(self, pairs, reason: str) -> None:
         for pair in pairs:
@@ -123,6 +127,8 @@ class LocalComputer:
         for pair in pairs:
             if pair.method != "output" and pair.ref.module:
                 by_call.setdefault(call_key(pair.ref), []).append(pair)
+            elif pair.method == "output":
+                self._skip([pair], _OUTPUT_REASON)
         recorded = self.ref.capture_inputs(ref_feed, list(by_call))
         test_dtype, ref_dtype = _torch_dtype(self.test.dtype), _torch_dtype(self.ref.dtype)
         out = {}
@@ -193,66 +199,53 @@ class LocalComputer:
         return self.ref.teacher_forced(ref_feed, feeds, keys, rounding=rounding)
 
     # ---- torch vs ONNX -----------------------------------------------------------------------------------
-    def _torch_onnx(self, pairs, ref_feed) -> dict:
+    def _torch_onnx(self, pairs, ref_feed, test_feed) -> dict:
         by_call = {}
         for pair in pairs:
             if pair.method == "module-scope":
                 by_call.setdefault(call_key(pair.ref), []).append(pair)
+            else:
+                self._skip([pair], _OUTPUT_REASON if pair.method == "output" else
+                           "only values paired with a torch module's scope can be re-run alone")
+        by_call = {call: group for call, group in by_call.items() if self._has_scope(call, group)}
+        if not by_call:
+            return {}
         recorded = self.ref.capture_inputs(ref_feed, list(by_call))
+        feeder = ScopeFeeder(self.ref, self.test, self.test_to_ref, ref_feed, test_feed)
+        feeder.prefetch(by_call)
         out = {}
         for call, group in by_call.items():
-            if call in recorded:
-                out.update(self._run_scope(call, group, *recorded[call], ref_feed))
+            out.update(self._run_scope(call, group, *recorded[call], feeder))
         return out
 
-    def _run_scope(self, call, group, args, kwargs, ref_feed) -> dict:
-        """Feed the module's ONNX scope the reference's values of its entries, if those are exactly the
-        module's arguments: an exporter may cut scopes elsewhere (a BatchNorm folded into the Conv before
-        it starts where the Conv starts), and then the scope is not this module."""
-        module = group[0].ref.module
-        if module not in self.test.graph.module_nodes:
-            self._skip(group, f"the ONNX graph has no scope of its own for {module!r} (folded by the exporter)")
+    def _has_scope(self, call, group) -> bool:
+        """Whether the ONNX graph has a scope for this module call that the paired values leave."""
+        graph = self.test.graph
+        if call not in graph.module_nodes:
+            self._skip(group, "the ONNX graph has no scope of its own for this module call (the exporter "
+                              "folded it into a neighbour)")
+            return False
+        exits = set(graph.scope_exits(call))
+        self._skip([p for p in group if p.test.key not in exits],
+                   "the paired ONNX value does not leave this module's scope")
+        return any(p.test.key in exits for p in group)
+
+    def _run_scope(self, call, group, args, kwargs, feeder) -> dict:
+        """The module's ONNX scope fed the reference's value of every value entering it (see local_scope.py),
+        and the torch module run on the same (rounded) arguments."""
+        inputs = feeder.inputs(call, args, kwargs)
+        if isinstance(inputs, str):
+            self._skip(group, inputs)
             return {}
-        entries = [name for name, _, _ in self.test.scope_entries(module)]
-        values = self._reference_values(entries, ref_feed)
-        if values is None or not _same_tensors(list(_flat_tensors((args, kwargs))), list(values.values())):
-            self._skip(group, f"the ONNX scope of {module!r} does not start at the module's inputs "
-                              "(the exporter cut it elsewhere)")
-            return {}
-        feeds = {name: value.detach().cpu().numpy() for name, value in values.items()}
-        exits = self.test.run_scope(module, feeds)
-        ref_out = self.ref.run_module(call, args, kwargs)
+        exits = self.test.run_scope(call, inputs.feeds)
+        ref_out = self.ref.run_module(call, inputs.args, inputs.kwargs)
         return {id(p): (ref_out[p.ref.key], exits[p.test.key]) for p in group
                 if p.ref.key in ref_out and p.test.key in exits}
-
-    def _reference_values(self, entries, ref_feed):
-        """The reference's value of each ONNX value name (matched values, or model inputs); None if one
-        has no reference counterpart."""
-        wanted = {name: self.test_to_ref.get(name) for name in entries if name not in ref_feed}
-        if any(key is None for key in wanted.values()):
-            return None
-        captured = self.ref.capture(ref_feed, set(wanted.values())) if wanted else {}
-        return {name: ref_feed[name] if name in ref_feed else captured[wanted[name]] for name in entries}
 
 
 def _dtype_name(value) -> str:
     """The dtype name of a NumPy array or a torch tensor (``float32``, ``bfloat16``)."""
     return str(value.dtype).replace("torch.", "")
-
-
-def _same_tensors(args, values) -> bool:
-    """Whether the float tensors among ``args`` are exactly ``values`` (in any order)."""
-    args = [a for a in args if a.is_floating_point()]
-    values = [v for v in values if getattr(v, "is_floating_point", lambda: False)()]
-    if len(args) != len(values):
-        return False
-    remaining = list(values)
-    for arg in args:
-        hit = next((k for k, v in enumerate(remaining) if v.shape == arg.shape and bool((v == arg).all())), None)
-        if hit is None:
-            return False
-        remaining.pop(hit)
-    return True
 
 
 def _rounding_overflows(original, rounded) -> bool:

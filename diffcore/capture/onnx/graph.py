@@ -43,6 +43,7 @@ SCOPE_KEY = "pkg.torch.onnx.name_scopes"
 _NONDETERMINISTIC = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                                "Multinomial", "Bernoulli"})
 _REPEAT = re.compile(r"(.+)_(\d+)")
+_SHAPE_ONLY = frozenset({"Shape", "Size"})  # ops that read their input's shape, not its numbers
 
 
 def dtype_name(elem_type: int | None) -> str | None:
@@ -395,6 +396,22 @@ class GraphIndex:
         """Values produced inside ``module``'s scope that leave it, in topological order."""
         inside = self.check_module(module)
         return [out for i in inside for out in self.nodes[i].output if out and module in self.modules_left(out)]
+
+    def reaches(self, name: str, sources) -> bool:
+        """Whether ``name`` is computed from any of ``sources`` (``name`` itself included). Shape and Size read
+        only their input's shape, never its numbers, so what lies behind them does not count."""
+        sources, seen, stack = set(sources), set(), [name]
+        while stack:
+            value = stack.pop()
+            if value in sources:
+                return True
+            source = self.producer.get(value)
+            if value in seen or source is None or value in self.static:
+                continue
+            seen.add(value)
+            if self.nodes[source].op_type not in _SHAPE_ONLY:
+                stack.extend(self.inputs_of[source])
+        return False
 
     # -- segments (the part of the graph one run needs)
 

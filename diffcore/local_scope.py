@@ -1,0 +1,214 @@
+"""torch vs ONNX local errors: the reference's value of everything that enters a module's ONNX scope.
+
+An exporter rarely cuts a torch module's scope exactly at the module's arguments. In a post-norm encoder
+(``x = LayerNorm(x + Attention(x))``) the LayerNorm's scope reads the residual Add, a value no torch module
+outputs; an attention scope reads a mask computed in the parent's forward; a head reads ``x[:, 0]``, sliced
+outside it. Each value entering the scope gets the reference's value of the same tensor, tried in order:
+
+1. a model input: the reference's input;
+2. a value paired with a torch probe (or the same tensor across an inserted Cast): the reference's capture;
+3. one of the module's own arguments of the same kind and shape (among several, the one nearest the test's
+   value of the entry): the residual sum a LayerNorm normalizes, the slice a head reads, the mask;
+4. a value that is not floating point (shape arithmetic, indices), or that no compared layer lies upstream
+   of (a mask computed from the inputs in the top-level forward): the test's own value, which then carries
+   no upstream error.
+
+Anything else (a float value computed from compared layers, which is none of the module's arguments) leaves
+the local error not computed, with the reason. Floating values are rounded to the dtype the scope reads them
+in, and the module's arguments behind them are replaced by the same rounded values, so both sides compute on
+identical numbers.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["ScopeFeeder", "ScopeInputs"]
+
+
+@dataclass
+class ScopeInputs:
+    """What one module call and its ONNX scope are run on."""
+
+    feeds: dict                 # entry value name -> NumPy array, in the dtype the scope reads it
+    args: tuple                 # the module's arguments, those behind an entry replaced by its rounded value
+    kwargs: dict
+    from_test: list = field(default_factory=list)  # entries given the test's own value (rule 4)
+
+
+def _torch():
+    return sys.modules["torch"]
+
+
+class ScopeFeeder:
+    """Resolves the entries of the ONNX scopes of a batch of module calls (see the module docstring).
+
+    Args:
+        ref, test: the torch runner and the ONNX runner.
+        to_ref: {test value name: reference probe key} for the paired values (and their Cast aliases).
+        ref_feed, test_feed: the prepared model inputs of each side.
+    """
+
+    def __init__(self, ref, test, to_ref: Mapping, ref_feed: Mapping, test_feed: Mapping):  # noqa: PLR0913
+        self.ref, self.test, self.to_ref = ref, test, to_ref
+        self.ref_feed, self.test_feed = ref_feed, test_feed
+        self.ref_values: dict = {}
+        self.test_values: dict = {}
+
+    def prefetch(self, scopes: Iterable[str]) -> None:
+        """Capture what the entries of ``scopes`` need, in one run per side: the reference's values of the
+        paired entries, the test's values of the others (to pick arguments, or to be used as they are)."""
+        ref_keys, test_names = set(), set()
+        for scope in scopes:
+            for name in self.test.graph.scope_entries(scope):
+                if name in self.ref_feed:
+                    continue
+                if name in self.to_ref:
+                    ref_keys.add(self.to_ref[name])
+                else:
+                    test_names.add(name)
+        self.ref_values = self.ref.capture(self.ref_feed, ref_keys) if ref_keys else {}
+        self.test_values = self.test.capture(self.test_feed, test_names) if test_names else {}
+
+    def inputs(self, scope: str, args, kwargs) -> ScopeInputs | str:
+        """The feeds of ``scope`` and the module's arguments to run on, or why they cannot be had."""
+        values, behind, from_test = {}, {}, []
+        free = _distinct(_flat_tensors((args, kwargs)))
+        pending = []
+        for name in self.test.graph.scope_entries(scope):
+            value = self._reference_value(name)
+            if value is None:
+                pending.append(name)
+                continue
+            values[name] = value
+            behind[name] = _take(free, lambda a, v=value: _equal(a, v))
+        for name in pending:
+            test_value = self.test_values[name]
+            arg = _take(free, _nearest_to(free, test_value))
+            if arg is not None:
+                values[name] = behind[name] = arg
+            elif _is_float(test_value) and self.test.graph.reaches(name, self.to_ref):
+                return (f"the scope reads {name!r}, a value computed from compared layers outside the module "
+                        "that is none of the module's arguments")
+            else:
+                values[name] = test_value
+                from_test.append(name)
+        return self._rounded(values, behind, args, kwargs, from_test)
+
+    def _reference_value(self, name: str):
+        if name in self.ref_feed:
+            return self.ref_feed[name]
+        if name in self.to_ref:
+            return self.ref_values[self.to_ref[name]]
+        return None
+
+    def _rounded(self, values, behind, args, kwargs, from_test):  # noqa: PLR0913
+        """Round each float entry to the dtype the scope reads; its argument becomes that rounded value."""
+        feeds, replace = {}, {}
+        for name, value in values.items():
+            dtype = self.test.graph.type_of(name).dtype
+            if not _is_torch(value):
+                feeds[name] = value
+                continue
+            rounded, target = value, getattr(_torch(), dtype or "", None)
+            if value.is_floating_point() and target is not None and target.is_floating_point \
+                    and target != value.dtype:
+                rounded = value.to(target)
+                if bool((value.isfinite() & ~rounded.isfinite()).any()):
+                    return f"the reference's value of {name!r} overflows {dtype} when rounded"
+                if behind.get(name) is not None:
+                    replace[id(behind[name])] = rounded.to(value.dtype)
+            feeds[name] = _numpy(rounded)
+        args, kwargs = _replaced((args, kwargs), replace)
+        return ScopeInputs(feeds, args, kwargs, from_test)
+
+
+# ---- argument matching ---------------------------------------------------------------------------------
+def _flat_tensors(value):
+    if hasattr(value, "is_floating_point"):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _flat_tensors(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _flat_tensors(v)
+
+
+def _distinct(tensors) -> list:
+    """Tensors with repeats of the same object dropped (``attn(h, h, h)`` gives one argument)."""
+    seen, out = set(), []
+    for t in tensors:
+        if id(t) not in seen:
+            seen.add(id(t))
+            out.append(t)
+    return out
+
+
+def _take(free: list, accept):
+    """Remove from ``free`` and return the first tensor ``accept`` takes (a predicate or a tensor)."""
+    for k, tensor in enumerate(free):
+        if (accept is tensor) if not callable(accept) else accept(tensor):
+            return free.pop(k)
+    return None
+
+
+def _equal(arg, value) -> bool:
+    return (_is_torch(value) and tuple(arg.shape) == tuple(value.shape) and arg.dtype == value.dtype
+            and arg.device == value.device and bool(_torch().equal(arg, value)))
+
+
+def _kind(dtype: str) -> str:
+    return "float" if "float" in dtype else "bool" if dtype == "bool" else "int"
+
+
+def _nearest_to(free: list, test_value):
+    """The argument of the test value's kind and shape nearest to it (relative L2; mismatches for
+    integers), or None."""
+    target = np.asarray(test_value)
+    fits = [a for a in free if tuple(a.shape) == target.shape and _kind(_dtype_name(a)) == _kind(str(target.dtype))]
+    if len(fits) <= 1:
+        return fits[0] if fits else None
+    return min(fits, key=lambda a: _distance(_numpy(a), target))
+
+
+def _distance(a: np.ndarray, b: np.ndarray) -> float:
+    if _kind(str(b.dtype)) != "float":
+        return float(np.count_nonzero(a != b))
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-30))
+
+
+def _replaced(value, replace: dict):
+    """``value`` (tensors in tuples/lists/dicts) with tensors whose id is in ``replace`` swapped."""
+    if hasattr(value, "is_floating_point"):
+        return replace.get(id(value), value)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_replaced(v, replace) for v in value)
+    if isinstance(value, dict):
+        return {k: _replaced(v, replace) for k, v in value.items()}
+    return value
+
+
+# ---- values --------------------------------------------------------------------------------------------
+def _is_torch(value) -> bool:
+    return type(value).__module__.split(".")[0] == "torch"
+
+
+def _is_float(value) -> bool:
+    return value.is_floating_point() if _is_torch(value) else _kind(str(np.asarray(value).dtype)) == "float"
+
+
+def _dtype_name(value) -> str:
+    return str(value.dtype).replace("torch.", "")
+
+
+def _numpy(tensor) -> np.ndarray:
+    """A host NumPy array of a torch tensor (bfloat16, which NumPy lacks, goes through float32 exactly)."""
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == _torch().bfloat16:
+        tensor = tensor.float()
+    return tensor.numpy()
