@@ -90,6 +90,7 @@ class _Comparison:
         loc = localize(layers, outputs, rule=rule, explicit_tolerance=self.opt["atol"] is not None)
         if not everywhere and loc.first_divergence is not None and not self.local.unavailable_reason():
             loc = self._local_around(match, layers, outputs, loc, ref_feed, test_feed, rule)
+        self.local.explain_missing(layers + outputs)
         return self._report(layers, outputs, loc, rule)
 
     def _chunks(self, pairs) -> list:

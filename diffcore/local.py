@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from .local_scope import ScopeFeeder
 
+NOT_COMPUTED = "local error not computed: "  # how a row's note gives the reason (the report views list them)
 _OUTPUT_REASON = "a model output is compared end to end; the layer that computes it carries the local error"
 TORCH_ONNX_ALL_LIMIT = 64  # module calls up to which torch-vs-ONNX local errors are computed everywhere
 
@@ -119,7 +120,23 @@ class LocalComputer:
 
     def _skip(self, pairs, reason: str) -> None:
         for pair in pairs:
-            self.skipped[id(pair)] = f"local error not computed: {reason}"
+            self.skipped[id(pair)] = NOT_COMPUTED + reason
+
+    def missing_reason(self) -> str:
+        """Why rows whose local error was never attempted have none ("" when every row was attempted)."""
+        if self.unavailable_reason():
+            return self.unavailable_reason()
+        if not self.everywhere():
+            return (f"with more than {TORCH_ONNX_ALL_LIMIT} module calls, torch vs ONNX local errors are "
+                    "computed only around a divergence (local='all' computes them for every layer)")
+        return ""
+
+    def explain_missing(self, rows) -> None:
+        """Note on every row without a local error why, where no reason was recorded when it was tried."""
+        reason = self.missing_reason() or "the re-run did not produce this value"
+        for row in rows:
+            if row.local_rel_l2 is None and not any(str(n).startswith(NOT_COMPUTED) for n in row.notes):
+                row.notes.append(NOT_COMPUTED + reason)
 
     # ---- torch vs torch ----------------------------------------------------------------------------------
     def _torch_torch(self, pairs, ref_feed) -> dict:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import html
 import math
 
-from .text import HEADERS, bands, describe_side, describe_tolerance, fmt_pct, row_cells, same_row
+from .text import (HEADERS, bands, describe_side, describe_tolerance, fmt_pct, local_reasons, row_cells,
+                   same_row)
 
 __all__ = ["render_html", "render_page", "sparkline_svg"]
 
@@ -186,6 +187,22 @@ def _outputs(report) -> str:
     return f"<h4>Outputs ({len(report.outputs)})</h4>{rows_table(report.outputs, report.first_divergence)}"
 
 
+def _local_missing(report) -> str:
+    """Why the local-error column shows ``-``: each reason with the rows it applies to."""
+    rows = list(report.layers) + list(report.outputs)
+    reasons = local_reasons(rows)
+    if not reasons:
+        return ""
+    missing = sum(len(group) for group in reasons.values())
+    lis = "".join(f'<li class="dc-local-reason">{_e(reason)}: {_names(group)}</li>'
+                  for reason, group in reasons.items())
+    return f"<h4>Local error not computed ({missing} of {len(rows)} rows)</h4><ul>{lis}</ul>"
+
+
+def _names(rows) -> str:
+    return ", ".join(f"<code>{_e(r.name)}</code>" for r in rows)
+
+
 def _unmatched(report) -> str:
     if not report.unmatched:
         return ""
@@ -219,7 +236,8 @@ def render_html(report) -> str:
         of rel L2 error against depth, the layer table with the first divergence highlighted, the outputs,
         unmatched tensors and warnings.
     """
-    body = "".join([_header(report), _layers(report), _outputs(report), _unmatched(report), _warnings(report)])
+    body = "".join([_header(report), _layers(report), _outputs(report), _local_missing(report), _unmatched(report),
+                    _warnings(report)])
     return f'<div class="diffcore-report"><style>{STYLE}</style>{body}</div>'
 
 
