@@ -37,6 +37,7 @@ class ScopeInputs:
     args: tuple                 # the module's arguments, those behind an entry replaced by its rounded value
     kwargs: dict
     from_test: list = field(default_factory=list)  # entries given the test's own value (rule 4)
+    rounded: bool = False       # whether rounding changed an argument (else the module's run is its capture)
 
 
 def _torch():
@@ -123,7 +124,7 @@ class ScopeFeeder:
                     replace[id(behind[name])] = rounded.to(value.dtype)
             feeds[name] = _numpy(rounded)
         args, kwargs = _replaced((args, kwargs), replace)
-        return ScopeInputs(feeds, args, kwargs, from_test)
+        return ScopeInputs(feeds, args, kwargs, from_test, rounded=bool(replace))
 
 
 # ---- argument matching ---------------------------------------------------------------------------------
