@@ -227,10 +227,12 @@ class LocalComputer:
         by_call = {call: group for call, group in by_call.items() if self._has_scope(call, group)}
         if not by_call:
             return {}
-        recorded = self.ref.capture_inputs(ref_feed, list(by_call))
+        passed_on: dict = {}
+        recorded = self.ref.capture_inputs(ref_feed, list(by_call), sources=passed_on)
         feeder = ScopeFeeder(self.ref, self.test, self.test_to_ref, ref_feed, test_feed)
         feeder.prefetch(by_call)
-        inputs = {call: feeder.inputs(call, *recorded.pop(call)) for call in by_call}
+        inputs = {call: feeder.inputs(call, *recorded.pop(call), passed_on=passed_on.get(call, {}))
+                  for call in by_call}
         for call, why in inputs.items():
             if isinstance(why, str):
                 self._skip(by_call[call], why)

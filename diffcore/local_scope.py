@@ -7,16 +7,19 @@ outside it. Each value entering the scope gets the reference's value of the same
 
 1. a model input: the reference's input;
 2. a value paired with a torch probe (or the same tensor across an inserted Cast): the reference's capture;
-3. one of the module's own arguments of the same kind and shape (among several, the one nearest the test's
-   value of the entry): the residual sum a LayerNorm normalizes, the slice a head reads, the mask;
-4. a value that is not floating point (shape arithmetic, indices), or that no compared layer lies upstream
-   of (a mask computed from the inputs in the top-level forward): the test's own value, which then carries
-   no upstream error.
+3. one of the module's own arguments of the same kind and shape, the one nearest the test's value of the
+   entry (and near enough to be the same tensor): the residual sum a LayerNorm normalizes, the slice a head
+   reads, the mask. An argument that is an earlier module's output passed on as it is has a paired value of
+   its own and is never taken here: an entry of its shape is then something else (``2 * x`` hoisted out of
+   the module as a common subexpression, where the module was given ``x``);
+4. a float value computed from paired values: recomputed by the test's own nodes from the reference's
+   values of the nearest paired values upstream (teacher forcing), which is what the module computes from
+   its arguments when the exporter moved part of it out of its scope;
+5. anything else (shape arithmetic, integer indices, a mask computed from the inputs in the top-level
+   forward: nothing compared lies upstream): the test's own value.
 
-Anything else (a float value computed from compared layers, which is none of the module's arguments) leaves
-the local error not computed, with the reason. Floating values are rounded to the dtype the scope reads them
-in, and the module's arguments behind them are replaced by the same rounded values, so both sides compute on
-identical numbers.
+Floating values are rounded to the dtype the scope reads them in, and the module's arguments behind them are
+replaced by the same rounded values, so both sides compute on identical numbers.
 """
 from __future__ import annotations
 
@@ -27,6 +30,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["ScopeFeeder", "ScopeInputs"]
+
+# An argument is taken for an unpaired entry only if the test's value of the entry is within this relative L2
+# distance of it: beyond, the entry is another tensor of the same shape (e.g. ``2 * x`` where the module
+# was given ``x``), or the test has already failed by far more than any bug the local error could point at.
+SAME_TENSOR_LIMIT = 0.5
 
 
 @dataclass
@@ -58,10 +66,18 @@ class ScopeFeeder:
         self.ref_feed, self.test_feed = ref_feed, test_feed
         self.ref_values: dict = {}
         self.test_values: dict = {}
+        self._frontiers: dict = {}
+
+    def frontier(self, name: str) -> list:
+        """The paired values nearest upstream of ``name`` (through shape reads not counted)."""
+        if name not in self._frontiers:
+            self._frontiers[name] = self.test.graph.upstream_sources(name, self.to_ref)
+        return self._frontiers[name]
 
     def prefetch(self, scopes: Iterable[str]) -> None:
         """Capture what the entries of ``scopes`` need, in one run per side: the reference's values of the
-        paired entries, the test's values of the others (to pick arguments, or to be used as they are)."""
+        paired entries and of the paired values behind the others, the test's values of the others (to pick
+        arguments, or to be used as they are)."""
         ref_keys, test_names = set(), set()
         for scope in scopes:
             for name in self.test.graph.scope_entries(scope):
@@ -71,11 +87,19 @@ class ScopeFeeder:
                     ref_keys.add(self.to_ref[name])
                 else:
                     test_names.add(name)
+                    ref_keys.update(self.to_ref[m] for m in self.frontier(name))
         self.ref_values = self.ref.capture(self.ref_feed, ref_keys) if ref_keys else {}
         self.test_values = self.test.capture(self.test_feed, test_names) if test_names else {}
 
-    def inputs(self, scope: str, args, kwargs) -> ScopeInputs | str:
-        """The feeds of ``scope`` and the module's arguments to run on, or why they cannot be had."""
+    def inputs(self, scope: str, args, kwargs, passed_on=frozenset()) -> ScopeInputs | str:
+        """The feeds of ``scope`` and the module's arguments to run on, or why they cannot be had.
+
+        Args:
+            passed_on: ids of the arguments that are an earlier module's output passed on as it is
+                (``TorchRunner.capture_inputs(sources=...)``): such a tensor has its own paired ONNX value,
+                so an unpaired entry is never it (a common subexpression the exporter hoisted out of the
+                module reads like one, shape and all).
+        """
         values, behind, from_test = {}, {}, []
         free = _distinct(_flat_tensors((args, kwargs)))
         pending = []
@@ -88,12 +112,11 @@ class ScopeFeeder:
             behind[name] = _take(free, lambda a, v=value: _equal(a, v))
         for name in pending:
             test_value = self.test_values[name]
-            arg = _take(free, _nearest_to(free, test_value))
+            arg = _take(free, _nearest([a for a in free if id(a) not in passed_on], test_value))
             if arg is not None:
                 values[name] = behind[name] = arg
-            elif _is_float(test_value) and self.test.graph.reaches(name, self.to_ref):
-                return (f"the scope reads {name!r}, a value computed from compared layers outside the module "
-                        "that is none of the module's arguments")
+            elif _is_float(test_value) and self.frontier(name):
+                values[name] = self._recomputed(name)
             else:
                 values[name] = test_value
                 from_test.append(name)
@@ -105,6 +128,12 @@ class ScopeFeeder:
         if name in self.to_ref:
             return self.ref_values[self.to_ref[name]]
         return None
+
+    def _recomputed(self, name: str):
+        """``name`` computed by the test's own nodes from the reference's values of the paired values it is
+        computed from: the "reference" version of what the exporter moved out of the module."""
+        feeds = {m: _numpy(self.ref_values[self.to_ref[m]]) for m in self.frontier(name)}
+        return self.test.teacher_forced(self.test_feed, feeds, [name])[name]
 
     def _rounded(self, values, behind, args, kwargs, from_test):  # noqa: PLR0913
         """Round each float entry to the dtype the scope reads; its argument becomes that rounded value."""
@@ -166,21 +195,24 @@ def _kind(dtype: str) -> str:
     return "float" if "float" in dtype else "bool" if dtype == "bool" else "int"
 
 
-def _nearest_to(free: list, test_value):
-    """The argument of the test value's kind and shape nearest to it (relative L2; mismatches for
-    integers), or None."""
+def _nearest(candidates: list, test_value):
+    """The candidate of the test value's kind and shape nearest to it, or None when even the nearest is
+    not plausibly the same tensor (relative L2 distance over ``SAME_TENSOR_LIMIT``; integers: any mismatch)."""
     target = np.asarray(test_value)
-    fits = [a for a in free if tuple(a.shape) == target.shape and _kind(_dtype_name(a)) == _kind(str(target.dtype))]
-    if len(fits) <= 1:
-        return fits[0] if fits else None
-    return min(fits, key=lambda a: _distance(_numpy(a), target))
+    fits = [a for a in candidates
+            if tuple(a.shape) == target.shape and _kind(_dtype_name(a)) == _kind(str(target.dtype))]
+    scored = [(_distance(_numpy(a), target), k) for k, a in enumerate(fits)]
+    best = min(scored, default=None)
+    limit = SAME_TENSOR_LIMIT if _kind(str(target.dtype)) == "float" else 0
+    return fits[best[1]] if best is not None and best[0] <= limit else None
 
 
 def _distance(a: np.ndarray, b: np.ndarray) -> float:
     if _kind(str(b.dtype)) != "float":
         return float(np.count_nonzero(a != b))
     a, b = a.astype(np.float64), b.astype(np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-30))
+    distance = float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-30))
+    return distance if np.isfinite(distance) else np.inf
 
 
 def _replaced(value, replace: dict):

@@ -397,21 +397,22 @@ class GraphIndex:
         inside = self.check_module(module)
         return [out for i in inside for out in self.nodes[i].output if out and module in self.modules_left(out)]
 
-    def reaches(self, name: str, sources) -> bool:
-        """Whether ``name`` is computed from any of ``sources`` (``name`` itself included). Shape and Size read
-        only their input's shape, never its numbers, so what lies behind them does not count."""
-        sources, seen, stack = set(sources), set(), [name]
+    def upstream_sources(self, name: str, sources) -> list:
+        """The values of ``sources`` that ``name`` is computed from, each the first met on its path back
+        (``[name]`` when it is one). Shape and Size read only their input's shape, never its numbers, so what
+        lies behind them does not count."""
+        sources, seen, stack, found = set(sources), set(), [name], {}
         while stack:
             value = stack.pop()
-            if value in sources:
-                return True
-            source = self.producer.get(value)
-            if value in seen or source is None or value in self.static:
+            if value in seen:
                 continue
             seen.add(value)
-            if self.nodes[source].op_type not in _SHAPE_ONLY:
+            source = self.producer.get(value)
+            if value in sources:
+                found[value] = None
+            elif source is not None and value not in self.static and self.nodes[source].op_type not in _SHAPE_ONLY:
                 stack.extend(self.inputs_of[source])
-        return False
+        return list(found)
 
     # -- segments (the part of the graph one run needs)
 
