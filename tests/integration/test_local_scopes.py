@@ -153,14 +153,27 @@ def test_a_softmax_over_the_wrong_axis_diverges_at_the_attention_block(tmp_path,
     assert report.row("layers.1.ln1").local_rel_l2 < 1e-6
 
 
+def _outputs_of(model, names, inputs) -> dict:
+    outputs = {}
+    hooks = [model.get_submodule(n).register_forward_hook(
+        lambda module, args, out, n=n: outputs.__setitem__(n, out.detach().clone())) for n in names]
+    with torch.no_grad():
+        model(**inputs)
+    for hook in hooks:
+        hook.remove()
+    return outputs
+
+
 def test_local_errors_against_a_float16_conversion_exclude_input_rounding(encoder, exports):
-    report = diffcore.compare(encoder, exports["torchscript"], encoder_inputs(), test_dtype="float16")
+    inputs = encoder_inputs()
+    report = diffcore.compare(encoder, exports["torchscript"], inputs, test_dtype="float16")
     assert report.passed, report.summary
-    norms = [report.row(name) for name in LAYER_NORMS]
     assert all(r.local_rel_l2 is not None for r in report.layers)
-    # A LayerNorm on identical (rounded) inputs differs by its float16 output rounding alone, well under
-    # its end-to-end error, which carries everything upstream.
-    assert all(r.local_rel_l2 < 5e-4 and r.local_rel_l2 < r.rel_l2 for r in norms[1:])
+    # A LayerNorm fed identical (rounded) values on both sides differs by the float16 rounding of its output
+    # alone; had only the ONNX side been given rounded inputs, it would differ by about 1.3 times that.
+    for name, out in _outputs_of(encoder, LAYER_NORMS, inputs).items():
+        output_rounding = float((out.half().float() - out).norm() / out.norm())
+        assert report.row(name).local_rel_l2 < 1.1 * output_rounding, name
 
 
 class Hoisted(nn.Module):
