@@ -19,6 +19,7 @@ is re-run depends on the sides:
 """
 from __future__ import annotations
 
+from .errors import DiffcoreError
 from .local_scope import ScopeFeeder
 
 NOT_COMPUTED = "local error not computed: "  # how a row's note gives the reason (the report views list them)
@@ -217,6 +218,21 @@ class LocalComputer:
 
     # ---- torch vs ONNX -----------------------------------------------------------------------------------
     def _torch_onnx(self, pairs, ref_feed, test_feed) -> dict:
+        by_call = self._scoped_calls(pairs)
+        inputs = self._scope_inputs(by_call, ref_feed, test_feed) if by_call else {}
+        # Where no argument was rounded, the torch module re-run on its own arguments is its captured output.
+        plain = {p.ref.key for call, run in inputs.items() if not run.rounded for p in by_call[call]}
+        captured = self.ref.capture(ref_feed, plain) if plain else {}
+        out = {}
+        for call, run in inputs.items():
+            try:
+                out.update(self._run_scope(call, by_call[call], run, captured))
+            except DiffcoreError as exc:  # one scope ONNX Runtime cannot run alone must not end the comparison
+                self._skip(by_call[call], f"running the module's ONNX scope alone failed: {exc}")
+        return out
+
+    def _scoped_calls(self, pairs) -> dict:
+        """{module call: its module-scope pairs} for the calls with an ONNX scope of their own."""
         by_call = {}
         for pair in pairs:
             if pair.method == "module-scope":
@@ -224,26 +240,26 @@ class LocalComputer:
             else:
                 self._skip([pair], _OUTPUT_REASON if pair.method == "output" else
                            "only values paired with a torch module's scope can be re-run alone")
-        by_call = {call: group for call, group in by_call.items() if self._has_scope(call, group)}
-        if not by_call:
-            return {}
+        return {call: group for call, group in by_call.items() if self._has_scope(call, group)}
+
+    def _scope_inputs(self, by_call, ref_feed, test_feed) -> dict:
+        """{module call: ScopeInputs} for the calls whose scope entries could all be given reference values
+        (local_scope.py); the others are skipped with the reason."""
         passed_on: dict = {}
         recorded = self.ref.capture_inputs(ref_feed, list(by_call), sources=passed_on)
         feeder = ScopeFeeder(self.ref, self.test, self.test_to_ref, ref_feed, test_feed)
         feeder.prefetch(by_call)
-        inputs = {call: feeder.inputs(call, *recorded.pop(call), passed_on=passed_on.get(call, {}))
-                  for call in by_call}
-        for call, why in inputs.items():
-            if isinstance(why, str):
-                self._skip(by_call[call], why)
-        # Where no argument was rounded, the torch module re-run on its own arguments is its captured output.
-        plain = {p.ref.key for call, group in by_call.items() if _unrounded(inputs[call]) for p in group}
-        captured = self.ref.capture(ref_feed, plain) if plain else {}
-        out = {}
+        inputs = {}
         for call, group in by_call.items():
-            if not isinstance(inputs[call], str):
-                out.update(self._run_scope(call, group, inputs[call], captured))
-        return out
+            try:
+                run = feeder.inputs(call, *recorded.pop(call), passed_on=passed_on.get(call, {}))
+            except DiffcoreError as exc:
+                run = f"computing the values that enter the module's ONNX scope failed: {exc}"
+            if isinstance(run, str):
+                self._skip(group, run)
+            else:
+                inputs[call] = run
+        return inputs
 
     def _has_scope(self, call, group) -> bool:
         """Whether the ONNX graph has a scope for this module call that the paired values leave."""
@@ -264,10 +280,6 @@ class LocalComputer:
         ref_out = captured if not inputs.rounded else self.ref.run_module(call, inputs.args, inputs.kwargs)
         return {id(p): (ref_out[p.ref.key], exits[p.test.key]) for p in group
                 if p.ref.key in ref_out and p.test.key in exits}
-
-
-def _unrounded(inputs) -> bool:
-    return not isinstance(inputs, str) and not inputs.rounded
 
 
 def _dtype_name(value) -> str:

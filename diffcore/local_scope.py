@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -44,7 +44,6 @@ class ScopeInputs:
     feeds: dict                 # entry value name -> NumPy array, in the dtype the scope reads it
     args: tuple                 # the module's arguments, those behind an entry replaced by its rounded value
     kwargs: dict
-    from_test: list = field(default_factory=list)  # entries given the test's own value (rule 4)
     rounded: bool = False       # whether rounding changed an argument (else the module's run is its capture)
 
 
@@ -100,7 +99,7 @@ class ScopeFeeder:
                 so an unpaired entry is never it (a common subexpression the exporter hoisted out of the
                 module reads like one, shape and all).
         """
-        values, behind, from_test = {}, {}, []
+        values, behind = {}, {}
         free = _distinct(_flat_tensors((args, kwargs)))
         pending = []
         for name in self.test.graph.scope_entries(scope):
@@ -119,8 +118,7 @@ class ScopeFeeder:
                 values[name] = self._recomputed(name)
             else:
                 values[name] = test_value
-                from_test.append(name)
-        return self._rounded(values, behind, args, kwargs, from_test)
+        return self._rounded(values, behind, args, kwargs)
 
     def _reference_value(self, name: str):
         if name in self.ref_feed:
@@ -135,7 +133,7 @@ class ScopeFeeder:
         feeds = {m: _numpy(self.ref_values[self.to_ref[m]]) for m in self.frontier(name)}
         return self.test.teacher_forced(self.test_feed, feeds, [name])[name]
 
-    def _rounded(self, values, behind, args, kwargs, from_test):  # noqa: PLR0913
+    def _rounded(self, values, behind, args, kwargs):
         """Round each float entry to the dtype the scope reads; its argument becomes that rounded value."""
         feeds, replace = {}, {}
         for name, value in values.items():
@@ -153,7 +151,7 @@ class ScopeFeeder:
                     replace[id(behind[name])] = rounded.to(value.dtype)
             feeds[name] = _numpy(rounded)
         args, kwargs = _replaced((args, kwargs), replace)
-        return ScopeInputs(feeds, args, kwargs, from_test, rounded=bool(replace))
+        return ScopeInputs(feeds, args, kwargs, rounded=bool(replace))
 
 
 # ---- argument matching ---------------------------------------------------------------------------------
