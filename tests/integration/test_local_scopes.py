@@ -52,11 +52,11 @@ class PostNormLayer(nn.Module):
 class PostNormEncoder(nn.Module):
     """Token ids -> embedding -> LayerNorm -> 2 post-norm layers -> a head on the first token."""
 
-    def __init__(self):
+    def __init__(self, n_layers: int = 2):
         super().__init__()
         self.embed = nn.Embedding(VOCAB, D)
         self.ln_embed = nn.LayerNorm(D)
-        self.layers = nn.ModuleList(PostNormLayer() for _ in range(2))
+        self.layers = nn.ModuleList(PostNormLayer() for _ in range(n_layers))
         self.head = nn.Linear(D, 3)
 
     def forward(self, ids, attention_mask):
@@ -162,6 +162,21 @@ def _outputs_of(model, names, inputs) -> dict:
     for hook in hooks:
         hook.remove()
     return outputs
+
+
+def test_a_deeper_encoder_still_gets_local_errors_everywhere_by_default(tmp_path):
+    """7 layers make 87 module calls, as many as a small real encoder (all-MiniLM-L6-v2 makes 95): a bug
+    under the 5 % band must be found by local error without asking for local='all'."""
+    torch.manual_seed(0)
+    model, inputs = PostNormEncoder(n_layers=7).eval(), encoder_inputs()
+    path = models.export(model, inputs, tmp_path / "deep.onnx", dynamo=False)
+    broken = _plant(path, tmp_path / "eps.onnx", "layers.5.ln2", "LayerNormalization", "/layers.5/ln2/",
+                    "epsilon", 1e-2)
+    report = diffcore.compare(model, broken, inputs)
+    first = report.first_divergence
+    assert first is not None and first.name == "layers.5.ln2", report.summary
+    assert LOCAL_CAUSE.match(first.cause) and first.rel_l2 < 0.05, first.cause
+    assert all(r.local_rel_l2 is not None for r in report.layers)
 
 
 def test_local_errors_against_a_float16_conversion_exclude_input_rounding(encoder, exports):
