@@ -23,6 +23,7 @@ replaced by the same rounded values, so both sides compute on identical numbers.
 """
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -111,9 +112,9 @@ class ScopeFeeder:
             behind[name] = _take(free, lambda a, v=value: _equal(a, v))
         for name in pending:
             test_value = self.test_values[name]
-            arg = _take(free, _nearest([a for a in free if id(a) not in passed_on], test_value))
+            arg = _nearest([a for a in free if id(a) not in passed_on], test_value)
             if arg is not None:
-                values[name] = behind[name] = arg
+                values[name] = behind[name] = _take(free, lambda a, hit=arg: a is hit)
             elif _is_float(test_value) and self.frontier(name):
                 values[name] = self._recomputed(name)
             else:
@@ -124,7 +125,7 @@ class ScopeFeeder:
         if name in self.ref_feed:
             return self.ref_feed[name]
         if name in self.to_ref:
-            return self.ref_values[self.to_ref[name]]
+            return _in_shape(self.ref_values[self.to_ref[name]], self.test.graph.type_of(name).shape)
         return None
 
     def _recomputed(self, name: str):
@@ -177,9 +178,9 @@ def _distinct(tensors) -> list:
 
 
 def _take(free: list, accept):
-    """Remove from ``free`` and return the first tensor ``accept`` takes (a predicate or a tensor)."""
+    """Remove from ``free`` and return the first tensor ``accept`` is true for, or None."""
     for k, tensor in enumerate(free):
-        if (accept is tensor) if not callable(accept) else accept(tensor):
+        if accept(tensor):
             return free.pop(k)
     return None
 
@@ -225,6 +226,14 @@ def _replaced(value, replace: dict):
 
 
 # ---- values --------------------------------------------------------------------------------------------
+def _in_shape(value, shape):
+    """``value`` viewed in the ONNX value's static ``shape`` where that is known and differs (the matcher
+    pairs values of equal size across a reshape)."""
+    if shape is None or None in shape or tuple(value.shape) == tuple(shape) or value.numel() != math.prod(shape):
+        return value
+    return value.reshape(shape)
+
+
 def _is_torch(value) -> bool:
     return type(value).__module__.split(".")[0] == "torch"
 
