@@ -244,3 +244,15 @@ def test_a_module_the_exporter_folded_away_names_the_reason_in_the_views(tmp_pat
     assert ("- the ONNX graph has no scope of its own for this module call (the exporter folded it into a "
             "neighbour): bn1, bn2") in text, text
     assert "folded it into a neighbour): <code>bn1</code>, <code>bn2</code>" in report._repr_html_()
+
+
+def test_capture_inputs_names_the_arguments_that_are_a_module_output_passed_on():
+    from diffcore.capture.torch_runner import TorchRunner
+
+    torch.manual_seed(0)
+    runner, sources = TorchRunner(SharesASubexpression().eval()), {}
+    recorded = runner.capture_inputs({"x": torch.randn(2, 8)}, ["child", "out"], sources=sources)
+    (child_arg,), _ = recorded["child"]
+    assert sources["child"] == {id(child_arg): "lin"}  # lin's output, handed on as it is
+    assert sources["out"] == {}  # a sum computed in the parent's forward
+    assert runner.capture_inputs({"x": torch.randn(2, 8)}, ["child"]).keys() == {"child"}  # sources optional
