@@ -234,6 +234,7 @@ def test_text_and_html_views_say_why_each_local_error_is_missing(encoder, export
     assert re.search(r"- local errors were not requested: embed, ln_embed,.*\s+and 23 more", text, re.S), text
     assert "local errors were not requested" in none._repr_html_()
     assert all(_local_notes(r) for r in none.layers + none.outputs)  # and in the JSON, on every row
+    assert diffcore.DiffReport.from_json(none.to_json()).to_text(max_rows=None) == text
 
 
 def test_a_module_the_exporter_folded_away_names_the_reason_in_the_views(tmp_path):
