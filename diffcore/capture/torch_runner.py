@@ -21,6 +21,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import weakref
 from collections.abc import Collection, Mapping
 from contextlib import contextmanager, nullcontext
 
@@ -490,16 +491,22 @@ class TorchRunner(Runner):
         _check_found(wanted, got, hooks.keys, self.name, "probe")
         return {key: got[key] for key in keys}
 
-    def capture_inputs(self, inputs: Mapping, keys: Collection[str]) -> dict:
+    def capture_inputs(self, inputs: Mapping, keys: Collection[str], sources: dict | None = None) -> dict:
         """One forward keeping detached clones of the inputs of the given module calls.
 
         Args:
             keys: module call keys, ``path`` or ``path#k`` (``Probe.meta["call"]``).
+            sources: if given, filled with {call key: {id(cloned tensor): probe key}} for the arguments that
+                are the very tensor an earlier module call returned (that module's probe), so a caller can
+                tell a module's output passed on from a value computed in between (a sum, a slice).
 
         Returns:
             {call key: (args tuple, kwargs dict)}, tensors cloned, other values as passed.
         """
-        wanted, got, seen = set(keys), {}, []
+        wanted, got, seen, produced = set(keys), {}, [], {}
+
+        def on_output(key, call, path, module, tensor):
+            produced[id(tensor)] = (weakref.ref(tensor), key)  # weak: the forward may free it
 
         def on_inputs(call, args, kwargs):
             seen.append(call)
@@ -507,8 +514,12 @@ class TorchRunner(Runner):
                 memo: dict = {}  # shared by args and kwargs: aliasing across them is kept too
                 got[call] = (_map_tensors(tuple(args), _detached_clone, memo),
                              _map_tensors(dict(kwargs), _detached_clone, memo))
+                if sources is not None:
+                    sources[call] = {id(clone): produced[key][1] for key, (original, clone) in memo.items()
+                                     if key in produced and produced[key][0]() is original}
 
-        self._forward(inputs, _Hooks(self.module, on_inputs=on_inputs))
+        hooks = _Hooks(self.module, on_inputs=on_inputs, on_output=on_output if sources is not None else None)
+        self._forward(inputs, hooks)
         _check_found(wanted, got, seen, self.name, "module call")
         return {key: got[key] for key in keys}
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import html
 import math
 
-from .text import (HEADERS, bands, coverage_text, describe_side, describe_tolerance, fmt_pct, row_cells, same_row,
-                   verdict_word)
+from .text import (HEADERS, bands, coverage_text, describe_side, describe_tolerance, fmt_pct, local_reasons,
+                   row_cells, same_row, verdict_word)
 
 __all__ = ["render_html", "render_page", "sparkline_svg"]
 
@@ -208,6 +208,22 @@ def _set_aside(report) -> str:
     return "".join(parts)
 
 
+def _local_missing(report) -> str:
+    """Why the local-error column shows ``-``: each reason with the rows it applies to."""
+    rows = list(report.layers) + list(report.outputs)
+    reasons = local_reasons(rows)
+    if not reasons:
+        return ""
+    missing = sum(len(group) for group in reasons.values())
+    lis = "".join(f'<li class="dc-local-reason">{_e(reason)}: {_names(group)}</li>'
+                  for reason, group in reasons.items())
+    return f"<h4>Local error not computed ({missing} of {len(rows)} rows)</h4><ul>{lis}</ul>"
+
+
+def _names(rows) -> str:
+    return ", ".join(f"<code>{_e(r.name)}</code>" for r in rows)
+
+
 def _unmatched(report) -> str:
     if not report.unmatched:
         return ""
@@ -252,7 +268,7 @@ def render_html(report) -> str:
         unmatched tensors and warnings.
     """
     body = "".join([_header(report), _layers(report), _outputs(report), _findings(report), _set_aside(report),
-                    _unmatched(report),
+                    _local_missing(report), _unmatched(report),
                     _warnings(report)])
     return f'<div class="diffcore-report"><style>{STYLE}</style>{body}</div>'
 

@@ -10,6 +10,7 @@ import math
 import textwrap
 
 from .._deps import require
+from ..local import NOT_COMPUTED
 
 __all__ = ["bands", "divergence_position", "fmt_num", "fmt_pct", "render_text"]
 
@@ -279,6 +280,34 @@ def set_aside_section(report) -> list[str]:
     return lines
 
 
+def local_reasons(rows) -> dict[str, list]:
+    """{reason: rows} for the rows without a local error, from their notes, in order of first row. A row
+    with no recorded reason is listed under "no reason recorded" rather than left out."""
+    reasons: dict[str, list] = {}
+    for row in rows:
+        if row.local_rel_l2 is not None:
+            continue
+        found = [str(n)[len(NOT_COMPUTED):] for n in row.notes if str(n).startswith(NOT_COMPUTED)]
+        reasons.setdefault(found[0] if found else "no reason recorded", []).append(row)
+    return reasons
+
+
+def local_section(report) -> list[str]:
+    """Why the local-error column shows ``-``: each reason once, followed by the rows it applies to."""
+    rows = list(report.layers) + list(report.outputs)
+    reasons = local_reasons(rows)
+    if not reasons:
+        return []
+    missing = sum(len(group) for group in reasons.values())
+    lines = [f"Local error not computed ({missing} of {len(rows)} rows):"]
+    for reason, group in reasons.items():
+        names = ", ".join(r.name for r in group[:GROUP_SHOWN])
+        more = f", ... and {len(group) - GROUP_SHOWN} more" if len(group) > GROUP_SHOWN else ""
+        lines.append(textwrap.fill(f"- {reason}: {names}{more}", WRAP, initial_indent="  ",
+                                   subsequent_indent="    "))
+    return lines
+
+
 def unmatched_section(report) -> list[str]:
     """Unmatched tensors grouped by side; a reason shared by many tensors is printed once with them."""
     lines = []
@@ -338,6 +367,6 @@ def render_text(report, max_rows: int | None = 60) -> str:
         The report, newline-terminated.
     """
     sections = [header_lines(report), layer_section(report, max_rows), output_section(report),
-                findings_section(report), set_aside_section(report), unmatched_section(report),
-                warning_section(report)]
+                findings_section(report), set_aside_section(report), local_section(report),
+                unmatched_section(report), warning_section(report)]
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"

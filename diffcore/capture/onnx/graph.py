@@ -48,6 +48,7 @@ FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64", "float8e4
 # Ops whose output is not a function of their inputs: never folded into "static" values.
 _NONDETERMINISTIC = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                                "Multinomial", "Bernoulli"})
+_SHAPE_ONLY = frozenset({"Shape", "Size"})  # ops that read their input's shape, not its numbers
 
 
 def dtype_name(elem_type: int | None) -> str | None:
@@ -402,6 +403,23 @@ class GraphIndex:
         """Values produced inside ``module``'s scope that leave it, in topological order."""
         inside = self.check_module(module)
         return [out for i in inside for out in self.nodes[i].output if out and module in self.modules_left(out)]
+
+    def upstream_sources(self, name: str, sources) -> list:
+        """The values of ``sources`` that ``name`` is computed from, each the first met on its path back
+        (``[name]`` when it is one). Shape and Size read only their input's shape, never its numbers, so what
+        lies behind them does not count."""
+        sources, seen, stack, found = set(sources), set(), [name], {}
+        while stack:
+            value = stack.pop()
+            if value in seen:
+                continue
+            seen.add(value)
+            source = self.producer.get(value)
+            if value in sources:
+                found[value] = None
+            elif source is not None and value not in self.static and self.nodes[source].op_type not in _SHAPE_ONLY:
+                stack.extend(self.inputs_of[source])
+        return list(found)
 
     # -- segments (the part of the graph one run needs)
 
