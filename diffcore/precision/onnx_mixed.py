@@ -1,0 +1,81 @@
+"""An ONNX model converted to float16 by onnxconverter-common with chosen nodes kept in float32.
+
+The converter's ``node_block_list`` leaves the named nodes in float32 and puts Casts at their boundaries
+(adjacent blocked nodes pass float32 between them: the converter removes the Cast pairs in between).
+"""
+from __future__ import annotations
+
+import os
+
+from .._deps import require
+from ..errors import DiffcoreError
+
+__all__ = ["OnnxTarget"]
+
+
+def _load(model):
+    onnx = require("onnx", "suggesting float32 nodes of an ONNX model")
+    if isinstance(model, (str, os.PathLike)):
+        return onnx.load(os.fspath(model)), os.fspath(model)
+    if type(model).__name__ != "ModelProto":
+        raise DiffcoreError(f"suggest_fp32 needs an ONNX model as TEST, got {type(model).__name__}")
+    return model, None
+
+
+def _is_float16(model) -> bool:
+    return any(init.data_type == 10 for init in model.graph.initializer) or \
+        any(v.type.tensor_type.elem_type == 10 for v in list(model.graph.input) + list(model.graph.value_info))
+
+
+class OnnxTarget:
+    """How to run a float32 ONNX TEST model converted to float16 with a set of its nodes in float32."""
+
+    kind = "onnx float16"
+    dtype = "float16"
+
+    def __init__(self, model, *, keep_io_types: bool = True, providers=None):
+        self.model, self.path = _load(model)
+        if _is_float16(self.model):
+            raise DiffcoreError("suggest_fp32 needs the float32 ONNX model as TEST with test_dtype='float16' "
+                                "(it regenerates the float16 conversion with some nodes kept in float32); this "
+                                "model is already float16")
+        self.keep_io_types, self.providers = keep_io_types, providers
+        self.producer = {out: node.name for node in self.model.graph.node for out in node.output if node.name}
+
+    def unit_of(self, row) -> str | None:
+        """The node producing a row's test tensor (value names survive the conversion)."""
+        return self.producer.get(row.test_tensor)
+
+    def build(self, units):
+        """The float16 ModelProto with ``units`` (node names) left in float32."""
+        from ..capture.onnx.convert import _retarget_float_casts
+
+        float16 = require("onnxconverter_common.float16", "converting a model to float16")
+        onnx = require("onnx", "converting a model to float16")
+        copy = onnx.ModelProto()
+        copy.CopyFrom(self.model)
+        try:
+            converted = float16.convert_float_to_float16(copy, keep_io_types=self.keep_io_types,
+                                                         node_block_list=list(units))
+        except Exception as exc:
+            raise DiffcoreError(f"converting the ONNX model to float16 failed: {exc}") from exc
+        _retarget_float_casts(converted.graph)
+        return converted
+
+    def runner(self, units):
+        from ..capture.onnx import OnnxRunner
+
+        return OnnxRunner(self.build(units), providers=self.providers, name="test")
+
+    def code(self, units) -> str:
+        names = "[" + ", ".join(repr(u) for u in units) + "]"
+        source = repr(self.path) if self.path else "'model.onnx'"
+        return _SNIPPET.format(source=source, keep=self.keep_io_types, names=names)
+
+
+_SNIPPET = '''import onnx
+from onnxconverter_common import float16
+model = onnx.load({source})
+fp16 = float16.convert_float_to_float16(model, keep_io_types={keep},
+                                        node_block_list={names})
+onnx.save(fp16, "model_fp16.onnx")'''
