@@ -12,6 +12,7 @@ import os
 
 from ..errors import DiffcoreError
 from .result import NOT_NEEDED, Fp32Suggestion, OutputFigure
+from .search import passes
 
 __all__ = ["suggest_fp32", "Fp32Suggestion", "keep_in_float32", "exclude_from_autocast"]
 
@@ -88,10 +89,16 @@ def suggest_fp32(ref, test, inputs=None, *, test_dtype: str | None = None, test_
                          keep_io_types=keep_io_types, test_providers=test_providers, **options)
     base = {"kind": target.kind, "dtype": target.dtype, "before": [OutputFigure.of(o) for o in report.outputs],
             "max_runs": int(max_runs)}
-    if report.passed and report.outputs:
-        return Fp32Suggestion(status=NOT_NEEDED, message="no suggestion needed: the comparison already passes",
-                              verdict_after=report.verdict, **base)
+    if passes(report):
+        return Fp32Suggestion(status=NOT_NEEDED, message=_not_needed(report), **base)
     return _search(ref, target, inputs, report, int(max_runs), options, base)
+
+
+def _not_needed(report) -> str:
+    text = "no suggestion needed: every output is within tolerance in the low-precision dtype"
+    if not report.passed and report.first_divergence is not None:
+        text += f" (the comparison still fails on layer {report.first_divergence.name}, not on an output)"
+    return text
 
 
 def _search(ref, target, inputs, report, max_runs, options, base) -> Fp32Suggestion:

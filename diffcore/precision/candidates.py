@@ -5,7 +5,9 @@ test dtype's range (``overflow_risk``), the localizer marked it ``diverged``, or
 band. The next step of the search takes the earliest bad row whose layer is not yet in float32 (overflow
 cascades are fixed front to back: the value must stay float32 from where it leaves the range to where it
 comes back), together with the layers of the overflowing rows right after it, which cannot be float16
-either. When no row is bad, the layer with the largest local error goes next.
+either. A torch target widens an overflowing module to its smallest ancestor whose output is back in range
+(``TorchTarget.island``): a module's output is cast back to float16 at its boundary, so siblings cannot
+pass an out-of-range value between them. When no row is bad, the layer with the largest local error goes next.
 """
 from __future__ import annotations
 
@@ -25,12 +27,15 @@ def _rows(report) -> list:
     return list(report.layers) + list(report.outputs)
 
 
-def next_step(report, unit_of, chosen) -> list:
+def next_step(report, target, chosen) -> list:
     """The layers to put in float32 next (in execution order), or [] when the report offers none."""
-    rows = [(r, unit_of(r)) for r in _rows(report)]
+    rows = [(r, target.unit_of(r)) for r in _rows(report)]
     rows = [(r, u) for r, u in rows if u is not None and u not in chosen]
     for i, (row, unit) in enumerate(rows):
         if is_bad(row):
+            island = getattr(target, "island", None)
+            if row.overflow_risk and island is not None:
+                return [island(unit, report)]
             step = [unit]
             for later, later_unit in rows[i + 1:]:
                 if not later.overflow_risk:
@@ -40,4 +45,4 @@ def next_step(report, unit_of, chosen) -> list:
             return step
     ranked = sorted((r for r, _ in rows if r.local_rel_l2 is not None and math.isfinite(r.local_rel_l2)),
                     key=lambda r: -r.local_rel_l2)
-    return [unit_of(ranked[0])] if ranked else []
+    return [target.unit_of(ranked[0])] if ranked else []

@@ -54,7 +54,6 @@ class Fp32Suggestion:
     units: list = field(default_factory=list)
     before: list = field(default_factory=list)      # OutputFigure
     after: list = field(default_factory=list)       # OutputFigure
-    verdict_after: str = ""                         # the mixed run's comparison verdict
     minimal: bool = False
     runs: int = 0
     max_runs: int = 0

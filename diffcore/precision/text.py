@@ -28,7 +28,7 @@ def _set_lines(s) -> list:
 
 
 def _figure_lines(s) -> list:
-    lines = [f"  verified by running it (comparison verdict: {s.verdict_after or 'n/a'}):"]
+    lines = ["  verified by running the mixed-precision model (outputs, before -> after):"]
     after = {f.name: f for f in s.after}
     for before in s.before:
         now = after.get(before.name)

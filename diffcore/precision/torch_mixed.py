@@ -108,6 +108,17 @@ class TorchTarget:
                 return name
         return None
 
+    def island(self, unit: str, report) -> str:
+        """``unit``, or its smallest ancestor whose output the reference keeps within the low dtype's range:
+        the whole out-of-range stretch then runs in float32."""
+        in_range = {self.unit_of(r) for r in list(report.layers) + list(report.outputs) if not r.overflow_risk}
+        parts = unit.split(".")
+        for depth in range(len(parts) - 1, 0, -1):
+            ancestor = ".".join(parts[:depth])
+            if ancestor in in_range:
+                return ancestor
+        return unit
+
     def build(self, units):
         """The mixed-precision copy of the model, with ``units`` in float32."""
         import torch
