@@ -30,19 +30,38 @@ def _rows(report) -> list:
 def next_step(report, target, chosen) -> list:
     """The layers to put in float32 next (in execution order), or [] when the report offers none."""
     rows = [(r, target.unit_of(r)) for r in _rows(report)]
-    rows = [(r, u) for r, u in rows if u is not None and u not in chosen]
+    rows = [(r, u) for r, u in rows if u is not None]
     for i, (row, unit) in enumerate(rows):
-        if is_bad(row):
-            island = getattr(target, "island", None)
-            if row.overflow_risk and island is not None:
-                return [island(unit, report)]
-            step = [unit]
-            for later, later_unit in rows[i + 1:]:
-                if not later.overflow_risk:
-                    break
-                if later_unit not in step:
-                    step.append(later_unit)
-            return step
-    ranked = sorted((r for r, _ in rows if r.local_rel_l2 is not None and math.isfinite(r.local_rel_l2)),
-                    key=lambda r: -r.local_rel_l2)
+        if not is_bad(row):
+            continue
+        if unit in chosen:
+            step = _past_boundary(row, unit, target, chosen)
+            if step:
+                return step
+            continue
+        island = getattr(target, "island", None)
+        if row.overflow_risk and island is not None:
+            return [island(unit, report)]
+        return _with_overflowing_followers(unit, rows[i + 1:], chosen)
+    ranked = sorted((r for r, u in rows if u not in chosen and r.local_rel_l2 is not None
+                     and math.isfinite(r.local_rel_l2)), key=lambda r: -r.local_rel_l2)
     return [target.unit_of(ranked[0])] if ranked else []
+
+
+def _past_boundary(row, unit, target, chosen) -> list:
+    """A float32 node whose output still overflows: the Cast back to float16 at its boundary does it, so
+    its consumers go next (ONNX: ``OnnxTarget.consumers``)."""
+    consumers = getattr(target, "consumers", None)
+    if consumers is None or not (row.new_nonfinite or row.overflow_risk):
+        return []
+    return [c for c in consumers(unit) if c not in chosen]
+
+
+def _with_overflowing_followers(unit, later_rows, chosen) -> list:
+    step = [unit]
+    for later, later_unit in later_rows:
+        if not later.overflow_risk:
+            break
+        if later_unit not in step and later_unit not in chosen:
+            step.append(later_unit)
+    return step

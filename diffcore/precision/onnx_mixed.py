@@ -40,11 +40,25 @@ class OnnxTarget:
                                 "(it regenerates the float16 conversion with some nodes kept in float32); this "
                                 "model is already float16")
         self.keep_io_types, self.providers = keep_io_types, providers
+        self.nodes = {node.name for node in self.model.graph.node}
+        self.outputs_of = {node.name: list(node.output) for node in self.model.graph.node if node.name}
         self.producer = {out: node.name for node in self.model.graph.node for out in node.output if node.name}
 
     def unit_of(self, row) -> str | None:
-        """The node producing a row's test tensor (value names survive the conversion)."""
-        return self.producer.get(row.test_tensor)
+        """The node producing a row's tensor: value names survive the conversion, and the converter names
+        the float32 value it casts after a blocked node ``<node>_output_cast_<i>``."""
+        for name in (row.test_tensor, row.ref_tensor):
+            if name in self.producer:
+                return self.producer[name]
+        node, sep, index = row.test_tensor.rpartition("_output_cast_")
+        if sep and index.isdigit() and node in self.nodes:
+            return node
+        return None
+
+    def consumers(self, unit: str) -> list:
+        """The nodes reading ``unit``'s outputs, in graph order."""
+        outputs = set(self.outputs_of.get(unit, ()))
+        return [n.name for n in self.model.graph.node if n.name and outputs.intersection(n.input)]
 
     def build(self, units):
         """The float16 ModelProto with ``units`` (node names) left in float32."""
