@@ -44,6 +44,14 @@ class OnePassLayerNorm(nn.Module):
         return (x - mean) / torch.sqrt(var + 1e-5)
 
 
+class OffsetOnePassLayerNorm(OnePassLayerNorm):
+    """The one-pass LayerNorm of activations offset by 256: E[x^2] - E[x]^2 cancels catastrophically in
+    bfloat16 (8 significant bits: the offset swallows the variation), never in float32."""
+
+    def forward(self, x):
+        return super().forward(x + 256.0)
+
+
 class RMSNormNoUpcast(nn.Module):
     """x / sqrt(mean(x^2)) in the input's dtype: x^2 overflows float16 for |x| past 256."""
 
@@ -112,3 +120,7 @@ def one_pass_layernorm() -> Net:
 
 def rmsnorm_no_upcast() -> Net:
     return _scaled_input(RMSNormNoUpcast(), 400.0)
+
+
+def offset_layernorm() -> Net:
+    return Net(OffsetOnePassLayerNorm()).eval()
