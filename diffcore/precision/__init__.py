@@ -14,7 +14,7 @@ from ..errors import DiffcoreError
 from .result import NOT_NEEDED, Fp32Suggestion, OutputFigure
 from .search import passes
 
-__all__ = ["suggest_fp32", "Fp32Suggestion", "keep_in_float32", "exclude_from_autocast"]
+__all__ = ["suggest_fp32", "Fp32Suggestion", "keep_in_float32", "exclude_from_autocast", "join_float32_islands"]
 
 DEFAULT_MAX_RUNS = 12
 
@@ -31,6 +31,13 @@ def exclude_from_autocast(model, modules) -> None:
     from .torch_mixed import exclude_from_autocast as exclude
 
     exclude(model, modules)
+
+
+def join_float32_islands(model) -> int:
+    """Rewire float16 round trips between float32 nodes of an onnxconverter-common model (onnx_mixed.py)."""
+    from .onnx_mixed import join_float32_islands as join
+
+    return join(model)
 
 
 def _is_onnx(test) -> bool:

@@ -1,7 +1,8 @@
 """An ONNX model converted to float16 by onnxconverter-common with chosen nodes kept in float32.
 
 The converter's ``node_block_list`` leaves the named nodes in float32 and puts Casts at their boundaries
-(adjacent blocked nodes pass float32 between them: the converter removes the Cast pairs in between).
+(adjacent blocked nodes pass float32 between them: the converter removes the Cast pairs in between where
+the value has one consumer, ``join_float32_islands`` where it has several).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import os
 from .._deps import require
 from ..errors import DiffcoreError
 
-__all__ = ["OnnxTarget"]
+__all__ = ["OnnxTarget", "join_float32_islands"]
 
 
 def _load(model):
@@ -74,6 +75,7 @@ class OnnxTarget:
         except Exception as exc:
             raise DiffcoreError(f"converting the ONNX model to float16 failed: {exc}") from exc
         _retarget_float_casts(converted.graph)
+        join_float32_islands(converted)
         return converted
 
     def runner(self, units):
@@ -84,7 +86,39 @@ class OnnxTarget:
     def code(self, units) -> str:
         names = "[" + ", ".join(repr(u) for u in units) + "]"
         source = repr(self.path) if self.path else "'model.onnx'"
-        return _SNIPPET.format(source=source, keep=self.keep_io_types, names=names)
+        joined = join_float32_islands(self.build_plain(units))
+        return (_SNIPPET_JOIN if joined else _SNIPPET).format(source=source, keep=self.keep_io_types,
+                                                              names=names)
+
+    def build_plain(self, units):
+        """onnxconverter-common's conversion alone (what the snippet's first call makes)."""
+        float16 = require("onnxconverter_common.float16", "converting a model to float16")
+        onnx = require("onnx", "converting a model to float16")
+        copy = onnx.ModelProto()
+        copy.CopyFrom(self.model)
+        return float16.convert_float_to_float16(copy, keep_io_types=self.keep_io_types,
+                                                node_block_list=list(units))
+
+
+def join_float32_islands(model) -> int:
+    """Remove float16 round trips between float32 values: a ``Cast(to=float)`` reading the output of a
+    ``Cast(to=float16)`` of a float32 value reads that value instead. onnxconverter-common removes such
+    pairs only where the value has one consumer; where it fans out (GELU's input feeds Div and Mul) a value
+    past 65504 would still overflow between two float32 nodes. Returns the Casts rewired (in place)."""
+    graph = model.graph
+    float32 = {v.name for v in list(graph.value_info) + list(graph.input) if v.type.tensor_type.elem_type == 1}
+    to_half = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Cast" and _cast_to(n) == 10
+               and n.input[0] in float32}
+    rewired = 0
+    for node in graph.node:
+        if node.op_type == "Cast" and _cast_to(node) == 1 and node.input[0] in to_half:
+            node.input[0] = to_half[node.input[0]]
+            rewired += 1
+    return rewired
+
+
+def _cast_to(node) -> int | None:
+    return next((a.i for a in node.attribute if a.name == "to"), None)
 
 
 _SNIPPET = '''import onnx
@@ -92,4 +126,13 @@ from onnxconverter_common import float16
 model = onnx.load({source})
 fp16 = float16.convert_float_to_float16(model, keep_io_types={keep},
                                         node_block_list={names})
+onnx.save(fp16, "model_fp16.onnx")'''
+
+_SNIPPET_JOIN = '''import onnx
+from onnxconverter_common import float16
+from diffcore.precision import join_float32_islands
+model = onnx.load({source})
+fp16 = float16.convert_float_to_float16(model, keep_io_types={keep},
+                                        node_block_list={names})
+join_float32_islands(fp16)  # no float16 round trip where a float32 value feeds several float32 nodes
 onnx.save(fp16, "model_fp16.onnx")'''

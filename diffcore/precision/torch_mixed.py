@@ -133,6 +133,8 @@ class TorchTarget:
             _map(args, lambda t: t.to(low)), _map(kwargs, lambda t: t.to(low))), with_kwargs=True)
         for name in units:
             _keep_fp32(model.get_submodule(name), low)
+            # the float32 weights themselves, not their float16 rounding cast back
+            model.get_submodule(name).load_state_dict(self.module.get_submodule(name).state_dict())
         return model
 
     def runner(self, units):

@@ -56,8 +56,8 @@ def _torch_outputs(model, units, *, dtype="float16", autocast=False) -> np.ndarr
         work.to(low)
     for name in units:
         module = work.get_submodule(name)
-        if not autocast:
-            module.float()
+        if not autocast:  # float32 weights straight from the original, not their float16 rounding
+            module.float().load_state_dict(model.get_submodule(name).state_dict())
         module.forward = _float32_forward(module, low, autocast)
     x = fm.inputs()["x"]
     with torch.no_grad():
@@ -130,6 +130,8 @@ def test_the_snippet_applies_the_set_with_keep_in_float32():
     assert _within_band(_reference(model), out)
     assert next(scope["mixed"].get_submodule(s.units[0]).parameters()).dtype == torch.float32
     assert next(scope["mixed"].head.parameters()).dtype == torch.float16
+    island, original = scope["mixed"].get_submodule(s.units[0]), model.get_submodule(s.units[0])
+    assert torch.equal(island.up.weight, original.up.weight)  # float32 weights, not a float16 round trip
 
 
 # ---- torch autocast ---------------------------------------------------------------------------------------
