@@ -235,3 +235,36 @@ def test_cli_suggest_fp32_on_onnx_without_float16_exits_2_with_one_line(onnx_ffn
     code, _, err = run_cli(capsys, "compare", path, path, "--suggest-fp32")
     assert code == 2
     assert re.search(r"--suggest-fp32 with an ONNX TEST needs --test-dtype float16", one_error_line(err))
+
+
+def _fan_out_model():
+    """y = h*1e-3 + h/1e3 with h = x @ W past 65504: h feeds two nodes."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("W", TensorProto.FLOAT, [4, 4], [3e4] * 16)
+    c = helper.make_tensor("c", TensorProto.FLOAT, [], [1e3])
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
+             helper.make_node("Div", ["h", "c"], ["a"], name="div1"),
+             helper.make_node("Div", ["h", "c"], ["b"], name="div2"),
+             helper.make_node("Add", ["a", "b"], ["y"], name="add")]
+    graph = helper.make_graph(nodes, "fan", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], [w, c])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_join_float32_islands_keeps_a_fanned_out_float32_value_out_of_float16():
+    import onnxruntime as ort
+    from onnxconverter_common import float16
+
+    x = np.ones((2, 4), np.float32)
+    blocked = ["mm", "div1", "div2"]
+
+    def run(model):
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"x": x})[0]
+
+    plain = float16.convert_float_to_float16(_fan_out_model(), keep_io_types=True, node_block_list=blocked)
+    assert not np.isfinite(run(plain)).all()  # h = 1.2e5 goes through float16 between two float32 nodes
+    assert diffcore.precision.join_float32_islands(plain) == 2
+    np.testing.assert_allclose(run(plain), np.full((2, 4), 240.0), rtol=1e-3)
