@@ -268,3 +268,17 @@ def test_join_float32_islands_keeps_a_fanned_out_float32_value_out_of_float16():
     assert not np.isfinite(run(plain)).all()  # h = 1.2e5 goes through float16 between two float32 nodes
     assert diffcore.precision.join_float32_islands(plain) == 2
     np.testing.assert_allclose(run(plain), np.full((2, 4), 240.0), rtol=1e-3)
+
+
+def test_cli_suggests_a_torch_module_for_a_factory_cast_to_float16(capsys, tmp_path):
+    factory = tmp_path / "softmax_model.py"
+    factory.write_text("from tests.integration import fp32_models as fm\n\n"
+                       "def build():\n    return fm.naive_softmax()\n\n"
+                       "def example_inputs():\n    return fm.inputs()\n")
+    spec = f"{factory}:build"
+    code, out, _ = run_cli(capsys, "compare", spec, spec, "--test-dtype", "float16", "--backend", "numpy",
+                           "--suggest-fp32")
+    assert code == 1
+    suggestion = out.partition("What to keep in float32 (torch cast, float16)")[2]
+    assert re.search(r"1 in float32 bring every output within tolerance \(minimal", suggestion)
+    assert "keep_in_float32(model, ['special'], dtype=\"float16\")" in suggestion
