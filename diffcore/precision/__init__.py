@@ -14,7 +14,7 @@ from ..errors import DiffcoreError
 from .result import NOT_NEEDED, Fp32Suggestion, OutputFigure
 from .search import passes
 
-__all__ = ["suggest_fp32", "Fp32Suggestion", "keep_in_float32", "exclude_from_autocast", "join_float32_islands"]
+__all__ = ["Fp32Suggestion", "exclude_from_autocast", "join_float32_islands", "keep_in_float32", "suggest_fp32"]
 
 DEFAULT_MAX_RUNS = 12
 

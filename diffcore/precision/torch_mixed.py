@@ -52,7 +52,7 @@ def _cast_boundaries(module, low_dtype) -> None:
 
     def before(mod, args, kwargs):
         arrived.append(_first_float_dtype((args, kwargs)) or low_dtype)
-        cast = lambda t: t.float()  # noqa: E731
+        cast = lambda t: t.float()
         return _map(args, cast), _map(kwargs, cast)
 
     def after(mod, args, kwargs, output):
@@ -70,7 +70,7 @@ def _exclude_from_autocast(module, device_type: str) -> None:
     forward = module.forward
 
     def fp32_forward(*args, **kwargs):
-        cast = lambda t: t.float()  # noqa: E731
+        cast = lambda t: t.float()
         with torch.autocast(device_type=device_type, enabled=False):
             return forward(*_map(args, cast), **_map(kwargs, cast))
 
@@ -140,9 +140,9 @@ class TorchTarget:
     def runner(self, units):
         """A Runner of the mixed model for ``diffcore.compare`` (its working dtype stays the low one, so local
         errors feed each module the low dtype and the fp32 modules' hooks cast)."""
-        from ..capture.torch_runner import TorchRunner
-
         import torch
+
+        from ..capture.torch_runner import TorchRunner
 
         runner = TorchRunner(self.build(units), autocast=self.autocast, device=self.device, name="test")
         if not self.autocast:

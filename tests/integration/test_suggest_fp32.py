@@ -14,10 +14,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxconverter_common")
 
-import diffcore  # noqa: E402
-from tests.helpers import one_error_line, run_cli  # noqa: E402
-from tests.integration import fp32_models as fm  # noqa: E402
-from tests.integration.models import export  # noqa: E402
+import diffcore
+from tests.helpers import one_error_line, run_cli
+from tests.integration import fp32_models as fm
+from tests.integration.models import export
 
 BAND = 0.05  # the comparison's 5 % band on an output
 FAST = {"backend": "numpy"}
@@ -82,7 +82,7 @@ def _within_band(ref: np.ndarray, out: np.ndarray) -> bool:
 
 def _contains_culprit(units, culprit: str) -> bool:
     """The culprit itself, or a module enclosing it (the float32 island around an overflow)."""
-    return any(culprit == u or culprit.startswith(u + ".") or culprit.startswith(u + "/") for u in units)
+    return any(culprit == u or culprit.startswith((u + ".", u + "/")) for u in units)
 
 
 def _onnx_outputs(path, units) -> np.ndarray:
@@ -239,7 +239,6 @@ def test_cli_suggest_fp32_on_onnx_without_float16_exits_2_with_one_line(onnx_ffn
 
 def _fan_out_model():
     """y = h*1e-3 + h/1e3 with h = x @ W past 65504: h feeds two nodes."""
-    import onnx
     from onnx import TensorProto, helper
 
     w = helper.make_tensor("W", TensorProto.FLOAT, [4, 4], [3e4] * 16)
