@@ -17,13 +17,16 @@ class OutputFigure:
     rel_l2: float
     new_nonfinite: int
     passed: bool
+    finite_count: int = -1   # elements finite on both sides (-1: unknown)
 
     @classmethod
     def of(cls, row) -> OutputFigure:
-        return cls(row.name, row.rel_l2, row.new_nonfinite, row.status in ("ok", "drift"))
+        return cls(row.name, row.rel_l2, row.new_nonfinite, row.status in ("ok", "drift"), row.finite_count)
 
     def text(self) -> str:
         rel = f"{100 * self.rel_l2:.3g} %" if math.isfinite(self.rel_l2) else str(self.rel_l2)
+        if self.finite_count == 0:
+            rel = "n/a (no finite values)"
         return f"rel L2 {rel}, {self.new_nonfinite} NaN/Inf"
 
 

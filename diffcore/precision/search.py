@@ -86,11 +86,17 @@ def search(target, run, initial, max_runs: int) -> dict:
         units, best = (s.best[1], s.best[2]) if s.best else ([], initial)
         return {"status": NOT_FOUND, "units": units, "report": best, "minimal": False,
                 "attempts": s.attempts, "runs": s.runs, "after": [OutputFigure.of(o) for o in best.outputs],
-                "message": _not_found_message(s, initial)}
+                "message": _not_found_message(s, initial) + _no_better(s, initial)}
     chosen, report, minimal = s.prune(chosen, report)
     return {"status": FOUND, "units": chosen, "report": report, "minimal": minimal, "attempts": s.attempts,
             "runs": s.runs, "after": [OutputFigure.of(o) for o in report.outputs],
             "message": ""}
+
+
+def _no_better(s, initial) -> str:
+    if s.best is not None and s.best[0] >= _score(initial):
+        return "; no set tried did better than the low-precision model itself"
+    return ""
 
 
 def _not_found_message(s, initial) -> str:
