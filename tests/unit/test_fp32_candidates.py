@@ -16,7 +16,8 @@ def _report(rows):
 
 
 class _Onnx:
-    graph = {"mm": ["relu"], "relu": ["down"], "down": ["out"], "out": []}
+    def __init__(self):
+        self.graph = {"mm": ["relu"], "relu": ["down"], "down": ["out"], "out": []}
 
     def unit_of(self, row):
         return row.name if row.name in self.graph else None
