@@ -62,6 +62,9 @@ def run_compare(args) -> int:
     check_flags(args)
     check_outputs({"--json": args.json, "--html": args.html},
                   input_paths(REF=args.ref, TEST=args.test, **{"--inputs": args.inputs}), args.force)
+    if getattr(args, "suggest_fp32", False) and args.test.endswith(".onnx") and args.test_dtype != "float16":
+        raise DiffcoreError("--suggest-fp32 with an ONNX TEST needs --test-dtype float16 (TEST is the float32 "
+                            "model that onnxconverter-common converts)")
     inputs = load_inputs(args.inputs) if args.inputs else None
     report = compare_function()(
         args.ref, args.test, inputs, atol=args.atol, rtol=args.rtol, ref_dtype=args.ref_dtype,
@@ -74,7 +77,21 @@ def run_compare(args) -> int:
     _write_reports(args, report)
     sys.stdout.write(report.to_text(max_rows=args.max_rows or None))
     sys.stdout.flush()
+    if getattr(args, "suggest_fp32", False):
+        _suggest_fp32(args, report, inputs)
     return report.exit_code
+
+
+def _suggest_fp32(args, report, inputs) -> None:
+    """``--suggest-fp32``: the float32 set after the report (diffcore/precision)."""
+    suggestion = report.suggest_fp32(
+        args.ref, args.test, inputs, test_dtype=args.test_dtype, test_autocast=args.test_autocast,
+        max_runs=args.fp32_max_runs, atol=args.atol, rtol=args.rtol, ref_dtype=args.ref_dtype,
+        device=args.device, providers=args.providers, ref_providers=args.ref_providers,
+        test_providers=args.test_providers, backend=args.backend, local=args.local,
+        **({"memory_budget_mb": args.memory_budget_mb} if args.memory_budget_mb else {}))
+    sys.stdout.write("\n" + suggestion.to_text())
+    sys.stdout.flush()
 
 
 def run_capture(args) -> int:

@@ -114,6 +114,11 @@ def _add_compare(sub) -> None:
     p.add_argument("--max-rows", type=_non_negative_int, default=60, metavar="N",
                    help="layer rows to print at most, around the first divergence (0: all; default 60)")
     p.add_argument("--force", action="store_true", help="overwrite existing --json/--html files")
+    p.add_argument("--suggest-fp32", action="store_true",
+                   help="when a float16/bfloat16 TEST fails: find layers to keep in float32 so it passes, and "
+                        "prove it by running that mixed-precision model (printed after the report)")
+    p.add_argument("--fp32-max-runs", type=_positive_int, default=12, metavar="N",
+                   help="model runs --suggest-fp32 may use at most (default 12)")
     p.set_defaults(handler="compare")
 
 

@@ -276,6 +276,13 @@ class DiffReport:
 
         return diff_reports(self, other)
 
+    def suggest_fp32(self, ref, test, inputs=None, **options):
+        """What to keep in float32 so this failing float16/bfloat16 comparison passes, proved by running it:
+        ``ref``, ``test``, ``inputs`` and ``options`` as given to ``compare`` (diffcore/precision)."""
+        from ..precision import suggest_fp32
+
+        return suggest_fp32(ref, test, inputs, report=self, **options)
+
     def plot(self, ax=None, metric: str = "rel_l2"):
         """Error against depth with matplotlib (an optional dependency); returns the Axes."""
         from .plot import plot_depth
