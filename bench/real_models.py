@@ -196,10 +196,17 @@ def silero_cases(folder: Path) -> list:
 
 
 def _coverage_words(report) -> str:
-    cov = getattr(report, "coverage", None) or {}
-    if not cov:
-        return f"{len(report.layers)} layers, {len(report.outputs)} outputs"
-    return ", ".join(f"{k} {v}" for k, v in cov.items() if not isinstance(v, (dict, list)))
+    from diffcore.coverage import coverage_line
+
+    return coverage_line(report.coverage) if report.coverage else "(not recorded)"
+
+
+def _coverage_cells(report) -> tuple:
+    cov = report.coverage or {}
+    layers, outputs, elements = cov.get("layers", {}), cov.get("outputs", {}), cov.get("elements", {})
+    return (f"{layers.get('paired', '?')}/{layers.get('total', '?')}",
+            f"{outputs.get('paired', '?')}/{outputs.get('total', '?')}",
+            f"{elements.get('finite', '?')}/{elements.get('total', '?')}")
 
 
 def _agrees(report, expect: str) -> bool:
@@ -222,10 +229,10 @@ def run_case(case: Case, max_rows: int) -> tuple:
         wall = time.perf_counter() - start
     except Exception:  # a crash is a finding: keep the traceback
         text = traceback.format_exc()
-        return head + "CRASHED:\n" + text, (case.title, case.expect, "crash", "-", "NO")
+        return head + "CRASHED:\n" + text, (case.title, case.expect, "crash", "-", "-", "-", "-", "NO")
     first = report.first_divergence.name if report.first_divergence else "-"
-    row = (case.title, case.expect, f"{report.verdict} (exit {report.exit_code})", first,
-           "yes" if _agrees(report, case.expect) else "NO")
+    row = (case.title, case.expect, f"{report.verdict} (exit {report.exit_code})", *_coverage_cells(report),
+           first, "yes" if _agrees(report, case.expect) else "NO")
     body = (f"summary: {report.summary}\ncoverage: {_coverage_words(report)}\ncompare() wall {wall:.2f} s\n"
             f"warnings: {len(report.warnings)}\n" + "".join(f"  - {w}\n" for w in report.warnings) +
             f"\n{report.to_text(max_rows=max_rows)}\n")
@@ -252,7 +259,9 @@ def main(argv=None) -> int:
             print(text, flush=True)
             sections.append(text)
             table.append(row)
-    summary = tabulate(table, headers=["comparison", "expected", "diffcore", "first divergence", "agrees"])
+    summary = tabulate(table, headers=["comparison", "expected", "diffcore", "ref layers paired",
+                                       "outputs paired", "finite output elements", "first divergence",
+                                       "agrees"])
     print(summary)
     out = args.out or ROOT / "bench" / "results" / f"real-models-{time.strftime('%Y%m%d-%H%M%S')}.txt"
     write_text(out, summary + "\n\n" + "\n".join(sections), what="real-model report")

@@ -126,7 +126,7 @@ class _Comparison:
         if loc.first_divergence is not None and not loc.failed_outputs:
             fused = self._fused_predicate()
             loc = set_aside_fused(layers, loc, fused) if fused is not None else loc
-        self.local.explain_missing(layers + outputs)
+        self.local.explain_missing(layers, outputs)
         return self._report(layers, outputs, loc, rule)
 
     def _output_rows(self, pairs, ref_feed, test_feed) -> dict:

@@ -135,12 +135,15 @@ class LocalComputer:
                     "computed only around a divergence (local='all' computes them for every layer)")
         return ""
 
-    def explain_missing(self, rows) -> None:
-        """Note on every row without a local error why, where no reason was recorded when it was tried."""
-        reason = self.missing_reason() or "the re-run did not produce this value"
-        for row in rows:
-            if row.local_rel_l2 is None and not any(str(n).startswith(NOT_COMPUTED) for n in row.notes):
-                row.notes.append(NOT_COMPUTED + reason)
+    def explain_missing(self, layers, outputs=()) -> None:
+        """Note on every row without a local error why, where no reason was recorded when it was tried.
+        Model outputs are compared on the deployed runs, end to end: their local error is their layer's."""
+        missing = self.missing_reason()
+        for rows, why in ((layers, missing or "the re-run did not produce this value"),
+                          (outputs, missing or _OUTPUT_REASON)):
+            for row in rows:
+                if row.local_rel_l2 is None and not any(str(n).startswith(NOT_COMPUTED) for n in row.notes):
+                    row.notes.append(NOT_COMPUTED + why)
 
     # ---- torch vs torch ----------------------------------------------------------------------------------
     def _torch_torch(self, pairs, ref_feed) -> dict:
