@@ -16,7 +16,8 @@ from ._deps import require
 torch = require("torch", "the demo models")
 nn = torch.nn
 
-__all__ = ["Block", "TinyCNN", "TinyTransformer", "cnn", "transformer"]
+__all__ = ["Block", "NaiveRMSNorm", "TinyCNN", "TinyTransformer", "cnn", "overflowing_transformer",
+           "transformer"]
 
 SEED = 0
 # A large finite negative rather than -inf: it survives a cast to float16 (max 65504) and keeps softmax
@@ -87,6 +88,25 @@ class TinyTransformer(nn.Module):
         return {"x": x, "mask": mask}
 
 
+class NaiveRMSNorm(nn.Module):
+    """RMSNorm as it is often hand-written: the mean square is taken in the input's own dtype (no upcast).
+
+    Right in float32; in float16 any value past 256 squares past 65504 to inf and the row normalises to 0.
+    """
+
+    def __init__(self, d: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.eps = eps
+
+    def forward(self, x):
+        return self.weight * x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+
+
+# The demo's residual stream is scaled so the final norm sees values in the hundreds, as large models' do.
+OVERFLOW_SCALE = 150.0
+
+
 class TinyCNN(nn.Module):
     """Conv → BatchNorm (non-trivial running statistics) → ReLU → 2× bilinear upsample → conv head."""
 
@@ -123,6 +143,18 @@ class TinyCNN(nn.Module):
 def transformer() -> TinyTransformer:
     """The demo transformer in eval mode (factory spec ``diffcore.demo:transformer``)."""
     return TinyTransformer().eval()
+
+
+def overflowing_transformer() -> TinyTransformer:
+    """The demo transformer with a float16 bug planted: its embedding scaled by ``OVERFLOW_SCALE`` and its
+    final norm a ``NaiveRMSNorm``, so the float16 version overflows in ``ln_f`` (factory spec
+    ``diffcore.demo:overflowing_transformer``). Exported to ONNX in float32 it is a clean conversion."""
+    model = TinyTransformer()
+    with torch.no_grad():
+        model.embed.weight.mul_(OVERFLOW_SCALE)
+        model.embed.bias.mul_(OVERFLOW_SCALE)
+    model.ln_f = NaiveRMSNorm(model.d)
+    return model.eval()
 
 
 def cnn() -> TinyCNN:

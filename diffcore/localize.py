@@ -278,7 +278,8 @@ def summarize(layers, outputs, loc: Localization, *, reason: str = "", coverage:
 
 def _verdict_words(layers, outputs, loc: Localization, reason: str) -> str:
     worst_out = max(outputs, key=_badness, default=None)
-    out_text = f" Worst output {worst_out.name}: {_error_words(worst_out)}." if worst_out else ""
+    which = "Output" if len(outputs) == 1 else "Worst output"
+    out_text = f" {which} {worst_out.name!r}: {_error_words(worst_out)}." if worst_out else ""
     if not loc.failed and reason:
         return f"INCONCLUSIVE: {reason}."
     if not loc.failed:

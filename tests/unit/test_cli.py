@@ -254,16 +254,19 @@ def test_demo_transformer_layout_and_cnn_batchnorm_stats():
 def test_demo_writes_its_files_runs_both_comparisons_and_never_overwrites(capsys, tmp_path, fake_compare):
     pytest.importorskip("torch")
     pytest.importorskip("onnx")
+    from diffcore.cli.demo_command import DEMO_SPEC
+
+    fake_compare["result"] = make_report(n=12, diverge_at=None, verdict="pass")  # passing: the float16 story's suggestion is not asked for
     out_dir = tmp_path / "demo"
     code, out, _ = run(capsys, "demo", "--out", out_dir, "--backend", "numpy")
-    assert code == 0  # the fake reports fail: a demo prints verdicts, it does not fail on them
+    assert code == 0
     assert sorted(os.listdir(out_dir)) == ["inputs.npz", "tiny_transformer.onnx"]
     first, second = fake_compare["calls"]
     assert first["test_dtype"] == "float16" and second["test"] == str(out_dir / "tiny_transformer.onnx")
-    assert all(c["ref"] == SPEC and c["backend"] == "numpy" for c in (first, second))
+    assert all(c["ref"] == DEMO_SPEC and c["backend"] == "numpy" for c in (first, second))
     assert sorted(first["inputs"]) == ["mask", "x"]
-    assert f"diffcore compare {SPEC} {out_dir / 'tiny_transformer.onnx'} --inputs" in out
-    assert "--test-dtype float16" in out and out.count(": FAIL") == 2
+    assert f"diffcore compare {DEMO_SPEC} {out_dir / 'tiny_transformer.onnx'} --inputs" in out
+    assert "--test-dtype float16" in out and "1. torch float32" in out and "2. torch float32" in out
     code, _, err = run(capsys, "demo", "--out", out_dir)
     assert code == 2 and "never replaces files" in err
 
