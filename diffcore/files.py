@@ -1,6 +1,6 @@
 """Files diffcore reads and writes: inputs, traces, golden sets, reports, benchmark results.
 
-The policies of DESIGN.md, written once: archives are read without pickle; everything is written to a
+The file policies of docs/ARCHITECTURE.md, written once: archives are read without pickle; everything is written to a
 temporary file next to its target and then put in place, so a reader never sees half a file; an existing
 file is never replaced without ``force`` (``os.link`` fails atomically when the name is taken).
 """

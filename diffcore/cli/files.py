@@ -1,6 +1,6 @@
 """Files the CLI reads and writes: input archives and reports (the library's diffcore/files.py policies).
 
-Policies (DESIGN.md): inputs are read without pickle; outputs are written to a temporary file in the
+Policies (docs/ARCHITECTURE.md#policies): inputs are read without pickle; outputs are written to a temporary file in the
 target's directory and renamed into place, an existing file is never overwritten without ``--force``, and
 only regular files are ever replaced. Every output path is checked before any model runs: writable
 folder, a name the filesystem accepts, no two outputs on one file, no output on an input.

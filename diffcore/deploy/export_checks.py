@@ -24,7 +24,7 @@ __all__ = ["check_dynamic_axes", "check_export", "check_opset", "check_signature
            "onnx_signature"]
 
 CHECK_OPSET, CHECK_AXES, CHECK_SIGNATURE = "export: opset", "export: dynamic axes", "export: signature"
-FINE = 1e-3  # rel L2 below 0.1 %: the "fine" band of DESIGN.md
+FINE = 1e-3  # rel L2 below 0.1 %: the "fine" band (docs/ARCHITECTURE.md#policies)
 _ELEM = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: "string",
          9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16"}
 
