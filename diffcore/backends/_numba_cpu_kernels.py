@@ -18,9 +18,6 @@ from numba.extending import intrinsic
 from ..stats.layout import NB
 from . import _numba_build, _numba_cache
 
-CACHE = _numba_cache.install()  # else no disk cache: a stale one could hold code of older sources
-
-
 @intrinsic
 def f64_as_i64(typingctx, x):
     """Reinterpret a float's float64 bits as int64."""
@@ -50,7 +47,7 @@ def i64_as_f64(typingctx, x):
 # error_model="numpy": a float division by zero gives Inf/NaN instead of raising. The kernels never divide
 # by zero (the relative error's denominator is at least rel_floor > 0), so results are the same, but
 # without the check (a possible exception) the compiler can vectorize the loop that holds the division.
-_jit = numba.njit(nogil=True, cache=CACHE, error_model="numpy")
+_jit = _numba_cache.jit(nogil=True, error_model="numpy")
 
 
 @_jit
@@ -341,25 +338,35 @@ def view_as(typingctx, witness, address, size, stride):
 O_PTR_R, O_STRIDE_R, O_PTR_T, O_STRIDE_T, O_SIZE = range(5)
 
 
-@numba.njit(parallel=True, cache=CACHE)
+@_jit
 def reduce_tiles(like_r, like_t, operands, table_f16, table_bf16, decode, params, tile_pair, tile_start,
-                 tile_stop, i_rows, f_rows, h_rows):
-    """One parallel pass over the work table: tile t reduces into state row t. ``like_r``/``like_t`` are
-    empty arrays of the operands' storage dtypes (one compilation per dtype pair)."""
-    for t in prange(tile_pair.size):
+                 tile_stop, first_tile, tile_step, i_rows, f_rows, h_rows):
+    """Tiles first_tile, first_tile + tile_step, ... of the work table: tile t reduces into state row t.
+
+    ``like_r``/``like_t`` are empty arrays of the operands' storage dtypes (one compilation per dtype pair).
+    The parallelism is the caller's: each of its threads runs this (without the GIL) over its own share
+    of tiles. Numba's ``prange`` would do the same at several seconds of extra compile time.
+    """
+    base = np.int64(0)  # a variable: a literal 0 would compile accumulate_blocks a second time
+    for t in range(first_tile, tile_pair.size, tile_step):
         p = tile_pair[t]
         ref = view_as(like_r, operands[p, O_PTR_R], operands[p, O_SIZE], operands[p, O_STRIDE_R])
         test = view_as(like_t, operands[p, O_PTR_T], operands[p, O_SIZE], operands[p, O_STRIDE_T])
         table_r = table_f16 if decode[p, 0] == 1 else table_bf16
         table_t = table_f16 if decode[p, 1] == 1 else table_bf16
         accumulate_blocks(ref, test, table_r, table_t, decode[p, 0] != 0, decode[p, 1] != 0,
-                          tile_start[t], tile_stop[t], 0, params[p], i_rows[t], f_rows[t], h_rows[t])
+                          tile_start[t], tile_stop[t], base, params[p], i_rows[t], f_rows[t], h_rows[t])
 
 
-@numba.njit(parallel=True, cache=CACHE)
+@_jit
 def merge_pairs(first, i_rows, f_rows, h_rows, out_i, out_f, out_h):
-    """Merge each pair's tile rows (``first[p]:first[p + 1]``) into its output row, pairs in parallel."""
-    for p in prange(first.size - 1):
+    """Merge each pair's tile rows (``first[p]:first[p + 1]``) into its output row, in tile order.
+
+    A few rows a pair: serial. Histograms are added element by element (an array ``+=`` would compile
+    NumPy's broadcasting and its error messages, seconds of compile time for nothing).
+    """
+    for p in range(first.size - 1):
         for t in range(first[p], first[p + 1]):
             merge_into(out_i[p], out_f[p], i_rows[t], f_rows[t])
-            out_h[p] += h_rows[t]
+            for b in range(out_h.shape[1]):
+                out_h[p, b] += h_rows[t, b]

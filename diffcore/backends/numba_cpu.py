@@ -1,8 +1,8 @@
 """The ``numba-cpu`` backend: one fused, parallel pass over both arrays, no temporaries of input size.
 
-All pairs of a call with the same storage dtypes are reduced in one ``prange`` over a work table of tiles
-(base.plan_tiles), each tile writing a partial state row; the rows of each pair are then merged with the
-shared ``merge_into``. Inputs are read in place (16-bit floats through an exact 65536-entry table).
+All pairs of a call with the same storage dtypes are reduced in one parallel pass over a work table of tiles
+(base.plan_tiles; each thread takes a share of the tiles), each tile writing a partial state row; the rows
+of each pair are then merged with the shared ``merge_into``. Inputs are read in place (16-bit floats through an exact 65536-entry table).
 """
 from __future__ import annotations
 
@@ -44,6 +44,23 @@ def _tile_sizes(sizes, threads: int) -> np.ndarray:
     return np.maximum(MIN_TILE, -(-sizes // (threads * TILES_PER_THREAD)))
 
 
+def _run_threads(work, threads: int) -> None:
+    """``work(k, threads)`` for k < threads, each on its own thread (the kernels release the GIL).
+
+    Thread k takes tiles k, k + threads, ...: tiles of one pair are equal, so the shares are even.
+    """
+    if threads <= 1:
+        work(0, 1)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads - 1) as pool:
+        futures = [pool.submit(work, k, threads) for k in range(1, threads)]
+        work(0, threads)
+        for future in futures:
+            future.result()
+
+
 def _group_by_storage(jobs):
     groups = {}
     for k, job in enumerate(jobs):
@@ -77,7 +94,8 @@ class NumbaCpuBackend(Backend):
         reduce_tiles, merge_pairs = _kernels()
         table_f16, table_bf16 = _tables()
         sizes = [job.size for job in jobs]
-        table = plan_tiles(sizes, _tile_sizes(sizes, numba.get_num_threads()))
+        threads = numba.get_num_threads()
+        table = plan_tiles(sizes, _tile_sizes(sizes, threads))
         decode = np.array([[_numba_build.decode_code(j.ref.storage), _numba_build.decode_code(j.test.storage)]
                            for j in jobs], dtype=np.int64)
         params = np.stack([job.params.vector() for job in jobs])
@@ -85,8 +103,9 @@ class NumbaCpuBackend(Backend):
         refs, tests = [np.asarray(j.ref.data) for j in jobs], [np.asarray(j.test.data) for j in jobs]
         operands = _operand_table(refs, tests)  # addresses: refs and tests stay referenced until the call ends
         like_r, like_t = np.empty(0, refs[0].dtype), np.empty(0, tests[0].dtype)  # dtype witnesses
-        reduce_tiles(like_r, like_t, operands, table_f16, table_bf16, decode, params, table.pair,
-                     table.start, table.stop, i_rows, f_rows, h_rows)
+        _run_threads(lambda first, step: reduce_tiles(
+            like_r, like_t, operands, table_f16, table_bf16, decode, params, table.pair, table.start,
+            table.stop, first, step, i_rows, f_rows, h_rows), min(threads, table.count))
         out_i, out_f, out_h = L.empty_rows(len(jobs))
         merge_pairs(table.first, i_rows, f_rows, h_rows, out_i, out_f, out_h)
         return [(out_i[k], out_f[k], out_h[k]) for k in range(len(jobs))]
