@@ -48,10 +48,9 @@ def i64_as_f64(typingctx, x):
 # by zero (the relative error's denominator is at least rel_floor > 0), so results are the same, but
 # without the check (a possible exception) the compiler can vectorize the loop that holds the division.
 _jit = _numba_cache.jit(nogil=True, error_model="numpy")
-# Helpers are inlined into their callers at Numba's IR level: compiled once, inside the kernel, instead of
-# each as a module of its own that LLVM optimizes, links and re-optimizes (a third of the first-run compile
-# time). The machine code is the same IEEE operations in the same order: results do not change.
-_helper = _numba_cache.jit(nogil=True, error_model="numpy", inline="always")
+# Helpers are compiled as functions of their own (LLVM inlines them). Numba's IR-level inlining
+# (inline="always") saved about a tenth of the first compile but made the blocked loop ten times slower.
+_helper = _jit
 
 
 @_helper
