@@ -144,6 +144,7 @@ def worker_diffcore(job: dict) -> dict:
         report = diffcore.compare(ref, test, inputs, local="all", **extra)
         compare_s = time.perf_counter() - start
     return {"compare_s": compare_s, "timings": report.timings, "compile_s": timer.seconds,
+            "compile_cpu_s": timer.cpu_seconds,
             "verdict": report.verdict, "layers": len(report.layers)}
 
 
