@@ -18,9 +18,6 @@ from numba.extending import intrinsic
 from ..stats.layout import NB
 from . import _numba_build, _numba_cache
 
-CACHE = _numba_cache.install()  # else no disk cache: a stale one could hold code of older sources
-
-
 @intrinsic
 def f64_as_i64(typingctx, x):
     """Reinterpret a float's float64 bits as int64."""
@@ -50,15 +47,18 @@ def i64_as_f64(typingctx, x):
 # error_model="numpy": a float division by zero gives Inf/NaN instead of raising. The kernels never divide
 # by zero (the relative error's denominator is at least rel_floor > 0), so results are the same, but
 # without the check (a possible exception) the compiler can vectorize the loop that holds the division.
-_jit = numba.njit(nogil=True, cache=CACHE, error_model="numpy")
+_jit = _numba_cache.jit(nogil=True, error_model="numpy")
+# Helpers are compiled as functions of their own (LLVM inlines them). Numba's IR-level inlining
+# (inline="always") saved about a tenth of the first compile but made the blocked loop ten times slower.
+_helper = _jit
 
 
-@_jit
+@_helper
 def hist_add(hist, b):
     hist[b] += 1
 
 
-_compiled = _numba_build.compile_for(_jit, f64_as_i64=f64_as_i64, i64_as_f64=i64_as_f64, hist_add=hist_add)
+_compiled = _numba_build.compile_for(_helper, f64_as_i64=f64_as_i64, i64_as_f64=i64_as_f64, hist_add=hist_add)
 accumulate_range = _compiled.accumulate_range  # the per-element loop: what accumulate_blocks must equal
 merge_into = _compiled.merge_into
 load = _compiled.load
@@ -82,7 +82,7 @@ KEY_MIN = np.iinfo(np.int64).min
 SIGN_FLIP = np.iinfo(np.int64).max  # the bits order_key flips in negative numbers
 
 
-@_jit
+@_helper
 def order_key(x):
     """An int64 ordered like the (non-NaN) float64 ``x``, -0.0 just below +0.0.
 
@@ -93,25 +93,70 @@ def order_key(x):
     return bits ^ ((bits >> 63) & SIGN_FLIP)
 
 
-@_jit
+@_helper
 def key_value(key):
     """The float64 whose ``order_key`` is ``key`` (the map is its own inverse on the bits); KEY_MAX and
     KEY_MIN give a NaN, which never replaces a running min or max."""
     return i64_as_f64(key ^ ((key >> 63) & SIGN_FLIP))
 
 
-@_jit
-def first_zero(values, table, decode, lo, m):
+# ---- operands of any storage kind -----------------------------------------------------------------------
+# One compiled kernel serves every storage dtype: an operand is a "side", a tuple of three views of its
+# memory (float64, float32 and uint16 elements at the same address and byte stride), the 65536-entry table
+# that decodes 16-bit floats, and its kind, which says which view holds it. Numba compiles per argument
+# type, so passing the arrays themselves would compile the whole kernel again for every dtype pair a
+# comparison meets (seconds each on a first run).
+KIND_F64, KIND_F32, KIND_F16, KIND_BF16 = range(4)
+
+
+@_helper
+def side_at(address, stride, size, kind, table_f16, table_bf16):
+    """The side of an operand of ``size`` elements at ``address``, ``stride`` bytes apart."""
+    table = table_bf16 if kind == KIND_BF16 else table_f16
+    return (view_of(np.float64, address, size, stride), view_of(np.float32, address, size, stride),
+            view_of(np.uint16, address, size, stride), table, kind)
+
+
+@_helper
+def side_of(values, table, decode):
+    """The side of a 1-D array: float64 or float32 values, or 16-bit patterns decoded through ``table``."""
+    kind = KIND_F16 if decode else (KIND_F64 if values.itemsize == 8 else KIND_F32)
+    return side_at(values.ctypes.data, values.strides[0], values.size, kind, table, table)
+
+
+@_helper
+def load_at(side, i):
+    """Element i of a side as float64 (the scalar paths: a branch on the kind per element)."""
+    v64, v32, v16, table, kind = side
+    if kind == KIND_F64:
+        return v64[i]
+    if kind == KIND_F32:
+        return float(v32[i])
+    return table[int(v16[i])]
+
+
+@_helper
+def first_finite_at(side, start, stop):
+    """``first_finite`` (step 1) of a side: the first finite element of start, ..., stop - 1, else 0.0."""
+    for pos in range(start, stop):
+        v = load_at(side, pos)
+        if abs(v) < np.inf:
+            return v
+    return 0.0
+
+
+@_helper
+def first_zero(side, lo, m):
     """The first +0.0 or -0.0 among elements lo, ..., lo + m - 1 (0.0 if none)."""
     for pos in range(lo, lo + m):
-        v = load(values, table, decode, pos)
+        v = load_at(side, pos)
         if v == 0.0:
             return v
     return 0.0
 
 
-@_jit
-def merge_min(current, key, values, table, decode, lo, m):
+@_helper
+def merge_min(current, key, side, lo, m):
     """``min`` over current and then a block's finite elements, whose smallest order key is ``key``.
 
     The element loop's ``min`` keeps its running value unless an element compares smaller, so it returns
@@ -120,21 +165,21 @@ def merge_min(current, key, values, table, decode, lo, m):
     """
     value = key_value(key)
     if value < current:
-        return first_zero(values, table, decode, lo, m) if value == 0.0 else value
+        return first_zero(side, lo, m) if value == 0.0 else value
     return current
 
 
-@_jit
-def merge_max(current, key, values, table, decode, lo, m):
+@_helper
+def merge_max(current, key, side, lo, m):
     """``max`` over current and then a block's finite elements, whose largest order key is ``key`` (as
     ``merge_min``)."""
     value = key_value(key)
     if value > current:
-        return first_zero(values, table, decode, lo, m) if value == 0.0 else value
+        return first_zero(side, lo, m) if value == 0.0 else value
     return current
 
 
-@_jit
+@_helper
 def first_with_key(keys, m, key):
     """The first j < m with keys[j] == key (m if none)."""
     for j in range(m):
@@ -143,23 +188,31 @@ def first_with_key(keys, m, key):
     return m
 
 
-@_jit
-def decode_block(values, table, decode, lo, m, out):
-    """out[j] = element lo + j as float64.
+@_helper
+def decode_block(side, lo, m, out):
+    """out[j] = element lo + j as float64: one loop per kind, each simple enough to vectorize.
 
     The position is unsigned: a signed index makes Numba wrap negative ones around, which costs
     instructions on every element and keeps the compiler from vectorizing the loop over a contiguous array.
     """
-    for j in range(m):
-        out[j] = load(values, table, decode, np.uint64(lo + j))
+    v64, v32, v16, table, kind = side
+    if kind == KIND_F64:
+        for j in range(m):
+            out[j] = v64[np.uint64(lo + j)]
+    elif kind == KIND_F32:
+        for j in range(m):
+            out[j] = float(v32[np.uint64(lo + j)])
+    else:
+        for j in range(m):
+            out[j] = table[int(v16[np.uint64(lo + j)])]
 
 
-@_jit
-def count_nonfinite_block(ref, test, table_r, table_t, decode_r, decode_t, lo, m, base, out_i):
+@_helper
+def count_nonfinite_block(r_side, t_side, lo, m, base, out_i):
     """count_nonfinite for every pair of the block with a NaN or ±Inf."""
     for pos in range(lo, lo + m):
-        rv = load(ref, table_r, decode_r, pos)
-        tv = load(test, table_t, decode_t, pos)
+        rv = load_at(r_side, pos)
+        tv = load_at(t_side, pos)
         if not (abs(rv) < np.inf and abs(tv) < np.inf):
             count_nonfinite(rv, tv, pos - base, out_i)
 
@@ -167,7 +220,14 @@ def count_nonfinite_block(ref, test, table_r, table_t, decode_r, decode_t, lo, m
 @_jit
 def accumulate_blocks(ref, test, table_r, table_t, decode_r, decode_t, start, stop, base, p,
                       out_i, out_f, hist):
-    """``accumulate_range`` over start, ..., stop - 1 (step 1), block by block, to the same bits.
+    """``accumulate_tile`` of two arrays (the signature of the per-element ``accumulate_range``, step 1)."""
+    accumulate_tile(side_of(ref, table_r, decode_r), side_of(test, table_t, decode_t), start, stop, base, p,
+                    out_i, out_f, hist)
+
+
+@_jit
+def accumulate_tile(r_side, t_side, start, stop, base, p, out_i, out_f, hist):
+    """``accumulate_range`` over start, ..., stop - 1 (step 1) of two sides, block by block, to the same bits.
 
     A block of BLOCK elements is read in passes over small scratch rows:
 
@@ -201,13 +261,13 @@ def accumulate_blocks(ref, test, table_r, table_t, decode_r, decode_t, start, st
     sum_rel = 0.0
     sum_ulp = 0.0
     r_n = 0
-    r_shift = first_finite(ref, table_r, decode_r, start, stop, 1)
+    r_shift = first_finite_at(r_side, start, stop)
     r_s1 = 0.0
     r_s2 = 0.0
     r_min = np.inf
     r_max = -np.inf
     t_n = 0
-    t_shift = first_finite(test, table_t, decode_t, start, stop, 1)
+    t_shift = first_finite_at(t_side, start, stop)
     t_s1 = 0.0
     t_s2 = 0.0
     t_min = np.inf
@@ -223,8 +283,8 @@ def accumulate_blocks(ref, test, table_r, table_t, decode_r, decode_t, start, st
     for lo in range(start, stop, BLOCK):
         m = min(BLOCK, stop - lo)
         # 1. decode
-        decode_block(ref, table_r, decode_r, lo, m, rv_row)
-        decode_block(test, table_t, decode_t, lo, m, tv_row)
+        decode_block(r_side, lo, m, rv_row)
+        decode_block(t_side, lo, m, tv_row)
 
         block_r_n = 0
         block_t_n = 0
@@ -272,15 +332,15 @@ def accumulate_blocks(ref, test, table_r, table_t, decode_r, decode_t, start, st
         r_n += block_r_n
         t_n += block_t_n
         nf += block_nf
-        r_min = merge_min(r_min, r_lo, ref, table_r, decode_r, lo, m)
-        r_max = merge_max(r_max, r_hi, ref, table_r, decode_r, lo, m)
-        t_min = merge_min(t_min, t_lo, test, table_t, decode_t, lo, m)
-        t_max = merge_max(t_max, t_hi, test, table_t, decode_t, lo, m)
+        r_min = merge_min(r_min, r_lo, r_side, lo, m)
+        r_max = merge_max(r_max, r_hi, r_side, lo, m)
+        t_min = merge_min(t_min, t_lo, t_side, lo, m)
+        t_max = merge_max(t_max, t_hi, t_side, lo, m)
         if block_abs_key > max_abs_key:  # strictly: an earlier block keeps an equal maximum
             max_abs_key = block_abs_key
             argmax = lo + first_with_key(key_row, m, block_abs_key) - base
         if block_nf < m:  # 3. NaN and Inf
-            count_nonfinite_block(ref, test, table_r, table_t, decode_r, decode_t, lo, m, base, out_i)
+            count_nonfinite_block(r_side, t_side, lo, m, base, out_i)
 
         for j in range(m):  # 4. sums, in element order
             r_dev = r_dev_row[j]
@@ -311,55 +371,67 @@ def accumulate_blocks(ref, test, table_r, table_t, decode_r, decode_t, start, st
 
 # ---- parallel drivers ------------------------------------------------------------------------------------
 @intrinsic
-def view_as(typingctx, witness, address, size, stride):
-    """A 1-D array (layout 'A') of ``witness``'s dtype: ``size`` elements at ``address``, ``stride`` bytes apart.
+def view_of(typingctx, dtype, address, size, stride):
+    """A 1-D array (layout 'A') of ``dtype`` (a NumPy scalar type such as ``np.float32``): ``size`` elements
+    at ``address``, ``stride`` bytes apart.
 
     The operands reach the driver as addresses in an int64 table rather than in a ``numba.typed.List``:
     Numba compiles a typed list's methods anew in every process (about 0.6 s), a table costs nothing.
     The caller keeps the arrays alive for the call.
     """
-    if not isinstance(witness, types.Array) or not all(
+    if not isinstance(dtype, types.NumberClass) or not all(
             isinstance(arg, types.Integer) for arg in (address, size, stride)):
         return None
-    array_type = types.Array(witness.dtype, 1, "A")
+    element_type = dtype.instance_type
+    array_type = types.Array(element_type, 1, "A")
 
     def codegen(context, builder, signature, args):
         from numba.np.arrayobj import make_array, populate_array
 
         _, ptr, count, step = args
-        element = context.get_data_type(witness.dtype)
+        element = context.get_data_type(element_type)
         ary = make_array(array_type)(context, builder)
         itemsize = context.get_constant(types.intp, context.get_abi_sizeof(element))
         populate_array(ary, data=builder.inttoptr(ptr, element.as_pointer()), shape=[count], strides=[step],
                        itemsize=itemsize, meminfo=None)
         return ary._getvalue()
 
-    return array_type(witness, types.int64, types.int64, types.int64), codegen
+    return array_type(dtype, types.int64, types.int64, types.int64), codegen
 
 
 # operand table columns (int64): the two operands' addresses and byte strides, and the pair's element count
 O_PTR_R, O_STRIDE_R, O_PTR_T, O_STRIDE_T, O_SIZE = range(5)
 
 
-@numba.njit(parallel=True, cache=CACHE)
-def reduce_tiles(like_r, like_t, operands, table_f16, table_bf16, decode, params, tile_pair, tile_start,
-                 tile_stop, i_rows, f_rows, h_rows):
-    """One parallel pass over the work table: tile t reduces into state row t. ``like_r``/``like_t`` are
-    empty arrays of the operands' storage dtypes (one compilation per dtype pair)."""
-    for t in prange(tile_pair.size):
+@_jit
+def reduce_tiles(operands, kinds, table_f16, table_bf16, params, tile_pair, tile_start, tile_stop, first_tile,
+                 tile_step, i_rows, f_rows, h_rows):
+    """Tiles first_tile, first_tile + tile_step, ... of the work table: tile t reduces into state row t.
+
+    ``kinds[p]``: the storage kinds (KIND_*) of pair p's two operands. One compilation serves them all.
+    The parallelism is the caller's: each of its threads runs this (without the GIL) over its own share
+    of tiles. Numba's ``prange`` would do the same at several seconds of extra compile time.
+    """
+    base = np.int64(0)  # a variable: a literal 0 would compile accumulate_tile a second time
+    for t in range(first_tile, tile_pair.size, tile_step):
         p = tile_pair[t]
-        ref = view_as(like_r, operands[p, O_PTR_R], operands[p, O_SIZE], operands[p, O_STRIDE_R])
-        test = view_as(like_t, operands[p, O_PTR_T], operands[p, O_SIZE], operands[p, O_STRIDE_T])
-        table_r = table_f16 if decode[p, 0] == 1 else table_bf16
-        table_t = table_f16 if decode[p, 1] == 1 else table_bf16
-        accumulate_blocks(ref, test, table_r, table_t, decode[p, 0] != 0, decode[p, 1] != 0,
-                          tile_start[t], tile_stop[t], 0, params[p], i_rows[t], f_rows[t], h_rows[t])
+        r_side = side_at(operands[p, O_PTR_R], operands[p, O_STRIDE_R], operands[p, O_SIZE], kinds[p, 0],
+                         table_f16, table_bf16)
+        t_side = side_at(operands[p, O_PTR_T], operands[p, O_STRIDE_T], operands[p, O_SIZE], kinds[p, 1],
+                         table_f16, table_bf16)
+        accumulate_tile(r_side, t_side, tile_start[t], tile_stop[t], base, params[p], i_rows[t], f_rows[t],
+                        h_rows[t])
 
 
-@numba.njit(parallel=True, cache=CACHE)
+@_jit
 def merge_pairs(first, i_rows, f_rows, h_rows, out_i, out_f, out_h):
-    """Merge each pair's tile rows (``first[p]:first[p + 1]``) into its output row, pairs in parallel."""
-    for p in prange(first.size - 1):
+    """Merge each pair's tile rows (``first[p]:first[p + 1]``) into its output row, in tile order.
+
+    A few rows a pair: serial. Histograms are added element by element (an array ``+=`` would compile
+    NumPy's broadcasting and its error messages, seconds of compile time for nothing).
+    """
+    for p in range(first.size - 1):
         for t in range(first[p], first[p + 1]):
             merge_into(out_i[p], out_f[p], i_rows[t], f_rows[t])
-            out_h[p] += h_rows[t]
+            for b in range(out_h.shape[1]):
+                out_h[p, b] += h_rows[t, b]

@@ -1,8 +1,9 @@
 """The ``numba-cpu`` backend: one fused, parallel pass over both arrays, no temporaries of input size.
 
-All pairs of a call with the same storage dtypes are reduced in one ``prange`` over a work table of tiles
-(base.plan_tiles), each tile writing a partial state row; the rows of each pair are then merged with the
-shared ``merge_into``. Inputs are read in place (16-bit floats through an exact 65536-entry table).
+All pairs of a call, whatever their storage dtypes, are reduced in one parallel pass over a work table of
+tiles (base.plan_tiles; each thread takes a share of the tiles), each tile writing a partial state row; the
+rows of each pair are then merged with the shared ``merge_into``. Inputs are read in place (16-bit floats
+through an exact 65536-entry table), and one compiled kernel reads every storage dtype.
 """
 from __future__ import annotations
 
@@ -44,12 +45,34 @@ def _tile_sizes(sizes, threads: int) -> np.ndarray:
     return np.maximum(MIN_TILE, -(-sizes // (threads * TILES_PER_THREAD)))
 
 
-def _group_by_storage(jobs):
-    groups = {}
-    for k, job in enumerate(jobs):
-        key = (np.asarray(job.ref.data).dtype, np.asarray(job.test.data).dtype)
-        groups.setdefault(key, []).append(k)
-    return groups.values()
+def _run_threads(work, threads: int) -> None:
+    """``work(k, threads)`` for k < threads, each on its own thread (the kernels release the GIL).
+
+    Thread k takes tiles k, k + threads, ...: tiles of one pair are equal, so the shares are even.
+    """
+    if threads <= 1:
+        work(0, 1)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads - 1) as pool:
+        futures = [pool.submit(work, k, threads) for k in range(1, threads)]
+        work(0, threads)
+        for future in futures:
+            future.result()
+
+
+# storage -> the kernels' KIND_* code (_numba_cpu_kernels; kept here so that numba is not imported to plan)
+_KINDS = {"float64": 0, "float32": 1, "f16bits": 2, "bf16bits": 3}
+
+
+def _kind(operand) -> int:
+    """How the kernel reads an operand: float64 or float32 values, or float16/bfloat16 bit patterns."""
+    kind = _KINDS.get(operand.storage)
+    if kind is None or np.asarray(operand.data).dtype.itemsize != (8, 4, 2, 2)[kind]:
+        raise TypeError(f"numba-cpu cannot read storage {operand.storage!r} of dtype "
+                        f"{np.asarray(operand.data).dtype}")  # a bug: arrays.py gives only these
+    return kind
 
 
 class NumbaCpuBackend(Backend):
@@ -64,29 +87,23 @@ class NumbaCpuBackend(Backend):
         return True, "numba " + numba.__version__
 
     def reduce(self, jobs: list[PairJob]):
-        states = [None] * len(jobs)
-        for indices in _group_by_storage(jobs):
-            group = [jobs[k] for k in indices]
-            for k, state in zip(indices, self._reduce_group(group)):
-                states[k] = state
-        return states
-
-    def _reduce_group(self, jobs):
+        if not jobs:
+            return []
         import numba
 
         reduce_tiles, merge_pairs = _kernels()
         table_f16, table_bf16 = _tables()
         sizes = [job.size for job in jobs]
-        table = plan_tiles(sizes, _tile_sizes(sizes, numba.get_num_threads()))
-        decode = np.array([[_numba_build.decode_code(j.ref.storage), _numba_build.decode_code(j.test.storage)]
-                           for j in jobs], dtype=np.int64)
+        threads = numba.get_num_threads()
+        table = plan_tiles(sizes, _tile_sizes(sizes, threads))
+        kinds = np.array([[_kind(j.ref), _kind(j.test)] for j in jobs], dtype=np.int64)
         params = np.stack([job.params.vector() for job in jobs])
         i_rows, f_rows, h_rows = L.empty_rows(table.count)
         refs, tests = [np.asarray(j.ref.data) for j in jobs], [np.asarray(j.test.data) for j in jobs]
         operands = _operand_table(refs, tests)  # addresses: refs and tests stay referenced until the call ends
-        like_r, like_t = np.empty(0, refs[0].dtype), np.empty(0, tests[0].dtype)  # dtype witnesses
-        reduce_tiles(like_r, like_t, operands, table_f16, table_bf16, decode, params, table.pair,
-                     table.start, table.stop, i_rows, f_rows, h_rows)
+        _run_threads(lambda first, step: reduce_tiles(
+            operands, kinds, table_f16, table_bf16, params, table.pair, table.start, table.stop, first, step,
+            i_rows, f_rows, h_rows), min(threads, table.count))
         out_i, out_f, out_h = L.empty_rows(len(jobs))
         merge_pairs(table.first, i_rows, f_rows, h_rows, out_i, out_f, out_h)
         return [(out_i[k], out_f[k], out_h[k]) for k in range(len(jobs))]

@@ -278,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---- dispatch and the exit-code policy ---------------------------------------------------------------
 def _run(args) -> int:
+    from ..backends import _numba_cache  # the standard library only: no Numba until a kernel is needed
+
+    _numba_cache.set_announce(True)  # a first run's compile is announced on stderr, like every status line
     # Commands are imported on use: `diffcore --help` should not pay for numpy or the demo's torch.
     if args.handler == "demo":
         from .demo_command import run_demo
