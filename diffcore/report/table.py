@@ -1,6 +1,6 @@
 """Layer tables that fit a terminal: the compact column set, or every column (``wide``).
 
-The compact set is ``#, name, op, rel L2 %, local rel L2 %, status, why``. When the table is wider than the
+The compact set is ``#, name, op, rel L2 %, local % (the local rel L2), status, why``. When the table is wider than the
 target width the ``why`` column is shortened first, then the name (in the middle, keeping the end of a
 module path, which says the most), and ``why`` is dropped when nothing else is left to give.
 """
@@ -15,7 +15,7 @@ __all__ = ["COMPACT", "format_table", "shorten_middle", "target_width"]
 NOT_A_TTY_WIDTH = 100
 # name -> alignment, in display order
 COMPACT = (("", "left"), ("#", "right"), ("name", "left"), ("op", "left"), ("rel L2 %", "right"),
-           ("local rel L2 %", "right"), ("status", "left"), ("why", "left"))
+           ("local %", "right"), ("status", "left"), ("why", "left"))
 GAP = "  "
 MIN_NAME, MIN_WHY, MIN_OP = 16, 12, 6
 ELLIPSIS = "..."
@@ -61,10 +61,9 @@ def _total(widths) -> int:
     return sum(widths) + len(GAP) * (len(widths) - 1)
 
 
-def fit_columns(headers, rows, width: int) -> tuple[list, list]:
-    """(headers, rows) with the ``why``, ``name`` and ``op`` cells shortened (``why`` dropped last) so every
-    line is at most ``width`` characters."""
-    headers, rows = list(headers), [list(r) for r in rows]
+def _shrink(headers, rows, width: int) -> list:
+    """Shorten the ``why``, ``name`` and ``op`` cells in that order, each down to its floor, until the
+    table fits ``width`` (or nothing more can give); rows are changed in place."""
     widths = _widths(headers, rows)
     for column, floor, cut in (("why", MIN_WHY, shorten_end), ("name", MIN_NAME, shorten_middle),
                                ("op", MIN_OP, shorten_end)):
@@ -76,12 +75,19 @@ def fit_columns(headers, rows, width: int) -> tuple[list, list]:
         for row in rows:
             row[i] = cut(row[i], limit)
         widths[i] = max([len(headers[i])] + [len(r[i]) for r in rows])
-    if _total(widths) > width and "why" in headers:
-        i = headers.index("why")
-        del headers[i]
-        for row in rows:
-            del row[i]
-        return fit_columns(headers, rows, width)
+    return widths
+
+
+def fit_columns(headers, rows, width: int) -> tuple[list, list]:
+    """(headers, rows) with the ``why``, ``name`` and ``op`` cells shortened so every line is at most
+    ``width`` characters; without the ``why`` column when the names would otherwise be cut to their floor."""
+    fitted = [list(r) for r in rows]
+    if _total(_shrink(list(headers), fitted, width)) <= width or "why" not in headers:
+        return list(headers), fitted
+    i = list(headers).index("why")
+    headers = [h for k, h in enumerate(headers) if k != i]
+    rows = [[c for k, c in enumerate(r) if k != i] for r in rows]
+    _shrink(headers, rows, width)
     return headers, rows
 
 
