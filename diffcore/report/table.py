@@ -17,7 +17,7 @@ NOT_A_TTY_WIDTH = 100
 COMPACT = (("", "left"), ("#", "right"), ("name", "left"), ("op", "left"), ("rel L2 %", "right"),
            ("local %", "right"), ("status", "left"), ("why", "left"))
 GAP = "  "
-MIN_NAME, MIN_WHY, MIN_OP = 16, 12, 6
+MIN_NAME, MIN_WHY, MIN_OP = 24, 12, 6
 ELLIPSIS = "..."
 
 
@@ -36,13 +36,13 @@ def target_width(width: int | None = None) -> int:
 
 
 def shorten_middle(text: str, limit: int) -> str:
-    """``text`` within ``limit`` characters, cut in the middle (two thirds of what is kept is the end)."""
+    """``text`` within ``limit`` characters, cut in the middle (three quarters of what is kept is the end)."""
     if len(text) <= limit:
         return text
     if limit <= len(ELLIPSIS):
         return text[-limit:] if limit > 0 else ""
     keep = limit - len(ELLIPSIS)
-    head = keep // 3
+    head = keep // 4
     return text[:head] + ELLIPSIS + text[len(text) - (keep - head):]
 
 
