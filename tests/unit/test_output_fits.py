@@ -56,7 +56,7 @@ def test_long_names_keep_the_end_of_the_module_path():
     text = render_text(report, width=80)
     row = next(line for line in text.splitlines() if re.match(r"^\s+2\s", line))
     assert "..." in row and "projection.dense " in row and "encoder.layers" not in row
-    assert shorten_middle(LONG, 20).endswith("projection.dense") and len(shorten_middle(LONG, 20)) == 20
+    assert shorten_middle(LONG, 24).endswith("projection.dense") and len(shorten_middle(LONG, 24)) == 24
 
 
 def test_summary_block_comes_before_the_table():
