@@ -58,19 +58,30 @@ class _NoBar:
         pass
 
 
-def _make_bar(**kwargs):
-    """A tqdm.auto bar, or None without tqdm. A notebook without ipywidgets cannot draw the widget: the
-    text bar then goes to stdout (stderr renders as red blocks in a notebook)."""
+def _widgets_missing() -> bool:
+    """True in a notebook whose kernel lacks ipywidgets: tqdm.auto would then warn and draw a text bar on
+    stderr (red blocks in a notebook)."""
+    if not in_notebook():
+        return False
     try:
+        from tqdm.notebook import IProgress
+    except ImportError:
+        return True
+    return IProgress is None
+
+
+def _make_bar(**kwargs):
+    """A tqdm.auto bar (a widget in a notebook, a text bar in a terminal), or None without tqdm. A notebook
+    without ipywidgets gets the text bar on stdout."""
+    try:
+        if _widgets_missing():
+            from tqdm.std import tqdm
+
+            return tqdm(file=sys.stdout, **kwargs)
         from tqdm.auto import tqdm
     except ImportError:
         return None
-    try:
-        return tqdm(**kwargs)
-    except ImportError:
-        from tqdm.std import tqdm as text_tqdm
-
-        return text_tqdm(file=sys.stdout, **kwargs)
+    return tqdm(**kwargs)
 
 
 class Progress:
