@@ -295,13 +295,23 @@ def header_lines(report) -> list[str]:
     return lines
 
 
+def mark_findings(lines, findings) -> list:
+    """Give a line without a cause the finding (what a converter changed) noted on one of its rows."""
+    messages = {str(f.get("message")) for f in findings or () if isinstance(f, dict) and f.get("message")}
+    for line in lines:
+        found = [n for m in line.members for n in m.notes if n in messages] if messages else []
+        if found and not line.note:
+            line.note = f"finding: {found[0]}"
+    return lines
+
+
 def layer_section(report, max_rows: int | None, width: int, wide: bool = False, by: str | None = None
                   ) -> list[str]:
     count = len(report.layers)
     if not count:
         return ["Layers: none matched."]
     fine, bug = bands(report)
-    lines = view_lines(report.layers, by, report.first_divergence)
+    lines = mark_findings(view_lines(report.layers, by, report.first_divergence), report.findings)
     folded = f"; {len(lines)} lines by module scope" if len(lines) != count or by == "module" else ""
     title = [f"Layers ({count}{folded}; rel L2 bands: {fmt_pct(fine)} % fine, {fmt_pct(bug)} % a conversion "
              "bug):"]

@@ -190,3 +190,11 @@ def test_plot_x_axis_is_the_table_number_with_names_labelled():
         assert "#" in ax.get_xlabel()
     finally:
         plt.close("all")
+
+
+def test_a_row_with_a_converter_finding_is_marked_in_the_why_column():
+    report = make_report(n=5, diverge_at=None, verdict="pass")
+    report.findings = [{"kind": "clamp", "message": "converter clamped -1e9 to -1e4"}]
+    report.layers[2].notes.append("converter clamped -1e9 to -1e4")
+    row = next(line for line in render_text(report, width=120).splitlines() if re.match(r"^\s+2\s", line))
+    assert row.endswith("finding: converter clamped -1e9 to -1e4")
