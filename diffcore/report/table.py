@@ -2,7 +2,7 @@
 
 The compact set is ``#, name, op, rel L2 %, local % (the local rel L2), status, why``. When the table is wider than the
 target width the ``why`` column is shortened first, then the name (in the middle, keeping the end of a
-module path, which says the most), and ``why`` is dropped when nothing else is left to give.
+module path, which says the most); when that is not enough ``why`` is dropped, then the op shortened.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ NOT_A_TTY_WIDTH = 100
 COMPACT = (("", "left"), ("#", "right"), ("name", "left"), ("op", "left"), ("rel L2 %", "right"),
            ("local %", "right"), ("status", "left"), ("why", "left"))
 GAP = "  "
-MIN_NAME, MIN_WHY, MIN_OP = 24, 12, 6
+MIN_NAME, MIN_WHY, MIN_OP = 24, 20, 6
 ELLIPSIS = "..."
 
 
@@ -61,12 +61,11 @@ def _total(widths) -> int:
     return sum(widths) + len(GAP) * (len(widths) - 1)
 
 
-def _shrink(headers, rows, width: int) -> list:
-    """Shorten the ``why``, ``name`` and ``op`` cells in that order, each down to its floor, until the
-    table fits ``width`` (or nothing more can give); rows are changed in place."""
+def _shrink(headers, rows, width: int, order) -> list:
+    """Shorten the cells of the ``order`` columns (name, floor, how) in turn, each down to its floor, until
+    the table fits ``width`` (or nothing more can give); rows are changed in place."""
     widths = _widths(headers, rows)
-    for column, floor, cut in (("why", MIN_WHY, shorten_end), ("name", MIN_NAME, shorten_middle),
-                               ("op", MIN_OP, shorten_end)):
+    for column, floor, cut in order:
         excess = _total(widths) - width
         if excess <= 0 or column not in headers:
             continue
@@ -82,12 +81,13 @@ def fit_columns(headers, rows, width: int) -> tuple[list, list]:
     """(headers, rows) with the ``why``, ``name`` and ``op`` cells shortened so every line is at most
     ``width`` characters; without the ``why`` column when the names would otherwise be cut to their floor."""
     fitted = [list(r) for r in rows]
-    if _total(_shrink(list(headers), fitted, width)) <= width or "why" not in headers:
+    keep_why = (("why", MIN_WHY, shorten_end), ("name", MIN_NAME, shorten_middle))
+    if _total(_shrink(list(headers), fitted, width, keep_why)) <= width or "why" not in headers:
         return list(headers), fitted
     i = list(headers).index("why")
     headers = [h for k, h in enumerate(headers) if k != i]
     rows = [[c for k, c in enumerate(r) if k != i] for r in rows]
-    _shrink(headers, rows, width)
+    _shrink(headers, rows, width, (("name", MIN_NAME, shorten_middle), ("op", MIN_OP, shorten_end)))
     return headers, rows
 
 
