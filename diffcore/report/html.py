@@ -9,8 +9,19 @@ from __future__ import annotations
 import html
 import math
 
-from .text import (HEADERS, bands, coverage_text, describe_side, describe_tolerance, fmt_num, fmt_pct,
-                   local_reasons, row_cells, same_row, verdict_word)
+from .text import (
+    HEADERS,
+    bands,
+    coverage_text,
+    describe_side,
+    describe_tolerance,
+    fmt_num,
+    fmt_pct,
+    local_reasons,
+    row_cells,
+    same_row,
+    verdict_word,
+)
 
 __all__ = ["render_html", "render_page", "row_card", "sparkline_svg"]
 
