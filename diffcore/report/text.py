@@ -313,9 +313,8 @@ def layer_section(report, max_rows: int | None, width: int, wide: bool = False, 
     fine, bug = bands(report)
     lines = mark_findings(view_lines(report.layers, by, report.first_divergence), report.findings)
     folded = f"; {len(lines)} lines by module scope" if len(lines) != count or by == "module" else ""
-    title = [f"Layers ({count}{folded}; rel L2 bands: {fmt_pct(fine)} % fine, {fmt_pct(bug)} % a conversion "
-             "bug):"]
-    return title + [_tabulate(table_rows(lines, report.first_divergence, max_rows, wide), wide, width)]
+    title = f"Layers ({count}{folded}; rel L2 bands: {fmt_pct(fine)} % fine, {fmt_pct(bug)} % a conversion bug):"
+    return [title, _tabulate(table_rows(lines, report.first_divergence, max_rows, wide), wide, width)]
 
 
 def output_section(report, width: int, wide: bool = False) -> list[str]:
