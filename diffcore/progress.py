@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import sys
 
-__all__ = ["Progress", "as_progress", "in_notebook", "wanted"]
+__all__ = ["Progress", "as_progress", "in_notebook", "note", "wanted"]
 
 PREFIX = "diffcore"
 
@@ -82,6 +82,16 @@ def _make_bar(**kwargs):
     except ImportError:
         return None
     return tqdm(**kwargs)
+
+
+def note(text: str) -> None:
+    """Print ``text`` on stderr as its own line without breaking a bar being drawn (e.g. "compiling kernels
+    (first run only)" while the capture bar runs): through ``tqdm.write`` when tqdm is loaded."""
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is not None and hasattr(tqdm, "tqdm"):
+        tqdm.tqdm.write(text, file=sys.stderr)
+    else:
+        print(text, file=sys.stderr, flush=True)
 
 
 class Progress:

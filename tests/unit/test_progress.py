@@ -87,3 +87,16 @@ def test_tqdm_auto_draws_a_widget_in_a_notebook_kernel(tmp_path):
     # tqdm.notebook's widget when ipywidgets is there; else diffcore's text bar on stdout
     assert "tqdm.notebook" in text or any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
                                            for o in outputs) or "tqdm.std" in text
+
+
+def test_a_note_is_its_own_line_while_a_bar_runs(monkeypatch):
+    pytest.importorskip("tqdm")
+    from diffcore.progress import note
+
+    err = _Tty()
+    monkeypatch.setattr(sys, "stderr", err)
+    with Progress(True).phase("capture", total=2) as bar:
+        bar.update()
+        note("compiling kernels (first run only)")
+        bar.update()
+    assert "\ncompiling kernels (first run only)\n" in err.getvalue().replace("\r", "\n")
