@@ -1,8 +1,10 @@
-"""The plain-text view of a ``DiffReport``: a header, the layer table, outputs, unmatched tensors, warnings.
+"""The plain-text view of a ``DiffReport``: a summary block (verdict, coverage, first divergence and why,
+worst output), the layer table, outputs, unmatched tensors, warnings.
 
-The first divergence is marked with ``>>`` in the leftmost column; long tables keep the rows around it (and
-a few at each end) and say how many rows were left out. Only ASCII is used outside user-given names, so the
-report prints on any terminal encoding.
+Every line fits the terminal (``width``; report/table.py fits the compact columns, ``wide`` shows them all).
+ONNX graphs are shown by module scope by default (report/modules.py). The first divergence is marked with
+``>>`` in the leftmost column; long tables keep the lines around it (and a few at each end) and say how many
+were left out. Only ASCII is used outside user-given names, so the report prints on any terminal encoding.
 """
 from __future__ import annotations
 
