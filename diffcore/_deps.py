@@ -23,6 +23,7 @@ EXTRAS = {
     "cupy": "gpu",
     "pynvml": "core dependency (nvidia-ml-py)",
     "matplotlib": "plot",
+    "pandas": "pandas",
     "tqdm": "progress",
     "tokenizers": "tokenizers",
     "tabulate": "core dependency",

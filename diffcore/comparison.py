@@ -20,6 +20,7 @@ from .inputs import resolve_inputs
 from .local import LocalComputer
 from .localize import DivergenceRule, localize, set_aside_fused, summarize
 from .match.matcher import match_probes
+from .progress import as_progress
 from .report.model import DiffReport, LayerRow, Unmatched
 from .spec import open_runner
 from .stats.exact import exact_compare, is_exact_dtype
@@ -100,8 +101,11 @@ class _Comparison:
         data, notes = resolve_inputs(inputs, self.ref, self.test)
         self.warnings += notes
         ref_feed, test_feed = self.ref.prepare_inputs(data), self.test.prepare_inputs(data)
-        ref_probes = self.ref_probes = self._timed("probe", self.ref.probes, ref_feed)
-        test_probes = self.test_probes = self._timed("probe", self.test.probes, test_feed)
+        with self.opt["progress"].phase("probe", total=2, unit="model") as bar:
+            ref_probes = self.ref_probes = self._timed("probe", self.ref.probes, ref_feed)
+            bar.update()
+            test_probes = self.test_probes = self._timed("probe", self.test.probes, test_feed)
+            bar.update()
         match = self._timed("match", match_probes, ref_probes, test_probes)
         self.match_pairs = match.pairs
         self.unmatched += match.unmatched
@@ -115,7 +119,7 @@ class _Comparison:
         self.findings = collect_findings(self.ref, self.test)  # what converters and diffcore changed
         attach_findings(rows.values(), self.findings)
         if everywhere and not self.local.inline:
-            for chunk in self._chunks([p for p in match.layer_pairs if id(p) in rows]):
+            for chunk in self._chunks([p for p in match.layer_pairs if id(p) in rows], "local errors"):
                 self._add_local(chunk, rows, ref_feed, test_feed)
         layers = [rows[id(p)] for p in match.layer_pairs if id(p) in rows]
         outputs = [rows[id(p)] for p in match.output_pairs if id(p) in rows]
@@ -149,8 +153,9 @@ class _Comparison:
         fused = self._timed("match", self.test.fused_away)
         return (lambda row: row.test_tensor in fused) if fused else None
 
-    def _chunks(self, pairs) -> list:
-        return _progress(plan_chunks(pairs, self.opt["memory_budget_mb"] << 20), self.opt["progress"])
+    def _chunks(self, pairs, phase: str = "capture"):
+        chunks = plan_chunks(pairs, self.opt["memory_budget_mb"] << 20)
+        return self.opt["progress"].iterate(chunks, phase, unit="chunk")
 
     def _rows(self, pairs, ref_feed, test_feed) -> dict:
         """Statistics (and, where they can be computed from the same captures, local errors) of every
@@ -286,22 +291,12 @@ class _Comparison:
         )
 
 
-def _progress(items, enabled: bool):
-    if not enabled:
-        return items
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return items
-    return tqdm(items, desc="diffcore", unit="chunk")
-
-
 def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, test_dtype=None,
             test_autocast=None, device: str = "cpu", providers=None, ref_providers=None,
             test_providers=None, backend: str = "auto",
             local: str = "auto", keep_io_types: bool = True,
             memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB,
-            progress: bool = False) -> DiffReport:
+            progress: bool | None = None) -> DiffReport:
     """Compare an original model (``ref``) with a converted one (``test``) layer by layer.
 
     Args:
@@ -319,7 +314,8 @@ def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, tes
         local: "auto", "all" or "none": where to compute local errors (diffcore/local.py).
         memory_budget_mb: MiB of tensors (both sides) captured at once; larger comparisons run in chunks,
             each one run of its part of each model. Peak memory is about 3x this plus the models.
-        progress: show a progress bar over chunks (needs tqdm).
+        progress: bars over the phases (load, probe, capture, local errors) with tqdm.auto; None shows them
+            where a person is watching (stderr a terminal, or a notebook), False never (diffcore/progress.py).
 
     Returns:
         DiffReport: verdict, per-layer rows, first divergence, outputs, unmatched tensors.
@@ -334,15 +330,19 @@ def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, tes
     if int(memory_budget_mb) < 1:
         raise DiffcoreError(f"memory_budget_mb must be at least 1, got {memory_budget_mb!r}")
     options = {"atol": atol, "rtol": rtol, "backend": backend, "local": local,
-               "memory_budget_mb": int(memory_budget_mb), "progress": progress}
+               "memory_budget_mb": int(memory_budget_mb), "progress": as_progress(progress)}
     opened = []  # runners this call opened (a Runner passed in stays the caller's to close)
     try:
-        ref_runner = open_runner(ref, role="ref", dtype=ref_dtype, device=device,
-                                 providers=ref_providers or providers, keep_io_types=keep_io_types)
-        opened += [ref_runner] if ref_runner is not ref else []
-        test_runner = open_runner(test, role="test", dtype=test_dtype, autocast=test_autocast, device=device,
-                                  providers=test_providers or providers, keep_io_types=keep_io_types)
-        opened += [test_runner] if test_runner is not test else []
+        with options["progress"].phase("load", total=2, unit="model") as bar:
+            ref_runner = open_runner(ref, role="ref", dtype=ref_dtype, device=device,
+                                     providers=ref_providers or providers, keep_io_types=keep_io_types)
+            opened += [ref_runner] if ref_runner is not ref else []
+            bar.update()
+            test_runner = open_runner(test, role="test", dtype=test_dtype, autocast=test_autocast,
+                                      device=device, providers=test_providers or providers,
+                                      keep_io_types=keep_io_types)
+            opened += [test_runner] if test_runner is not test else []
+            bar.update()
         return _Comparison(ref_runner, test_runner, options).run(inputs)
     finally:
         for runner in opened:

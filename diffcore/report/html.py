@@ -9,10 +9,21 @@ from __future__ import annotations
 import html
 import math
 
-from .text import (HEADERS, bands, coverage_text, describe_side, describe_tolerance, fmt_pct, local_reasons,
-                   row_cells, same_row, verdict_word)
+from .text import (
+    HEADERS,
+    bands,
+    coverage_text,
+    describe_side,
+    describe_tolerance,
+    fmt_num,
+    fmt_pct,
+    local_reasons,
+    row_cells,
+    same_row,
+    verdict_word,
+)
 
-__all__ = ["render_html", "render_page", "sparkline_svg"]
+__all__ = ["render_html", "render_page", "row_card", "sparkline_svg"]
 
 STYLE = """
 .diffcore-report{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;font-size:13px;line-height:1.4}
@@ -74,6 +85,32 @@ def rows_table(rows, first) -> str:
     body = "".join(_row_html(r, first) for r in rows)
     return (f'<div class="dc-scroll"><table class="dc-rows"><thead>{_header_row()}</thead>'
             f"<tbody>{body}</tbody></table></div>")
+
+
+_CARD_FIELDS = (("status", "status"), ("rel L2 %", "rel_l2"), ("local rel L2 %", "local_rel_l2"),
+                ("max |d|", "max_abs"), ("op", "op_type"), ("shape", "shape"), ("dtypes", None),
+                ("cause", "cause"))
+
+
+def _card_value(row, label: str, attr) -> str:
+    if attr is None:
+        return f"{row.ref_dtype} -> {row.test_dtype}"
+    value = getattr(row, attr)
+    if attr in ("rel_l2", "local_rel_l2"):
+        return fmt_pct(value)
+    if attr == "max_abs":
+        return fmt_num(value)
+    return "-" if value in (None, "", []) else str(value)
+
+
+def row_card(row) -> str:
+    """A ``LayerRow`` as a small two-column table of its key fields (its notebook view)."""
+    status = str(row.status).replace(" ", "-")
+    body = "".join(f"<tr><td>{_e(label)}</td><td>{_e(_card_value(row, label, attr))}</td></tr>"
+                   for label, attr in _CARD_FIELDS)
+    return (f'<div class="diffcore-report"><style>{STYLE}</style><b>#{row.index} {_e(row.name)}</b> '
+            f'<span class="dc-status dc-s-{_e(status)}">{_e(row.status)}</span>'
+            f'<table class="dc-facts">{body}</table></div>')
 
 
 # ---- sparkline -----------------------------------------------------------------------------------------

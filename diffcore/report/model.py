@@ -29,7 +29,19 @@ EXIT_CODES = {PASS: 0, FAIL: 1, INCONCLUSIVE: 4}
 
 
 
-@dataclass
+# The columns a reader looks at first, in ``rows()``, ``to_dict()`` and ``to_dataframe()``.
+KEY_COLUMNS = ("name", "status", "rel_l2", "local_rel_l2", "cause")
+
+
+def _key_first(row: dict) -> dict:
+    return {**{k: row[k] for k in KEY_COLUMNS if k in row}, **row}
+
+
+def _num(value) -> str:
+    return "None" if value is None else f"{float(value):.3g}"
+
+
+@dataclass(repr=False)
 class LayerRow:
     """Statistics of one matched pair of tensors (a layer output or a model output)."""
 
@@ -121,7 +133,18 @@ class LayerRow:
         self.local_new_nonfinite = (stats.nan_test - stats.nan_both) + (stats.inf_test - stats.inf_both)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every field, the key ones first (``KEY_COLUMNS``)."""
+        return _key_first(asdict(self))
+
+    def __repr__(self) -> str:
+        local = "" if self.local_rel_l2 is None else f", local_rel_l2={_num(self.local_rel_l2)}"
+        return f"LayerRow(#{self.index} {self.name!r}, {self.status}, rel_l2={_num(self.rel_l2)}{local})"
+
+    def _repr_html_(self) -> str:
+        """A small table of the key fields (Jupyter shows it instead of the dataclass's wall of text)."""
+        from .html import row_card
+
+        return row_card(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> LayerRow:
@@ -142,7 +165,7 @@ class Unmatched:
         return asdict(self)
 
 
-@dataclass
+@dataclass(repr=False)
 class DiffReport:
     """The result of comparing two models layer by layer.
 
@@ -188,11 +211,24 @@ class DiffReport:
 
     # ---- data ------------------------------------------------------------------------------------------
     def rows(self, include_outputs: bool = False) -> list[dict]:
-        """Rows as plain dicts, ready for ``pandas.DataFrame(report.rows())``."""
+        """Rows as plain dicts (name, status, rel_l2, local_rel_l2, cause first), ready for pandas."""
         rows = [r.to_dict() for r in self.layers]
         if include_outputs:
             rows += [dict(r.to_dict(), is_output=True) for r in self.outputs]
         return rows
+
+    def to_dataframe(self, include_outputs: bool = False):
+        """The rows as a ``pandas.DataFrame`` (the ``pandas`` extra): name, status, rel_l2, local_rel_l2,
+        cause first, then every other ``LayerRow`` field; ``is_output`` last with ``include_outputs``."""
+        from .._deps import require
+
+        pandas = require("pandas", "DataFrames")
+        rows = self.rows(include_outputs)
+        columns = list(_key_first({f.name: None for f in fields(LayerRow)}))
+        if include_outputs:
+            rows = [dict(r, is_output=r.get("is_output", False)) for r in rows]
+            columns.append("is_output")
+        return pandas.DataFrame(rows, columns=columns)
 
     def row(self, name: str) -> LayerRow:
         """The layer (or output) row called ``name``."""
@@ -250,13 +286,25 @@ class DiffReport:
         return cls.from_dict(decode_nonfinite(data))
 
     # ---- views (report/text.py, report/html.py, report/plot.py) ------------------------------------------
-    def to_text(self, max_rows: int | None = 60) -> str:
+    def to_text(self, max_rows: int | None = 60, *, width: int | None = None, wide: bool = False,
+                by: str | None = None) -> str:
+        """The text report (report/text.py): ``width`` (default the terminal's, 100 when not one),
+        ``wide`` for every column, ``by`` "module" or "node" (default module where scopes exist)."""
         from .text import render_text
 
-        return render_text(self, max_rows=max_rows)
+        return render_text(self, max_rows=max_rows, width=width, wide=wide, by=by)
 
     def __str__(self) -> str:
         return self.to_text()
+
+    def __repr__(self) -> str:
+        from .text import coverage_text
+
+        first = self.first_divergence
+        where = f", first divergence {first.name!r} (#{first.index}, {first.status})" if first else ""
+        reason = f", reason={self.reason!r}" if self.reason else ""
+        return (f"<DiffReport {str(self.verdict).upper()}: {len(self.layers)} layers, {len(self.outputs)} "
+                f"outputs{where}{reason}; coverage {coverage_text(self)}>")
 
     def _repr_html_(self) -> str:
         from .html import render_html

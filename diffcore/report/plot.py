@@ -5,9 +5,13 @@ import math
 
 from .._deps import require
 from ..errors import DiffcoreError, format_choices
+from .table import shorten_middle
 from .text import bands, divergence_position
 
-__all__ = ["METRICS", "plot_depth"]
+__all__ = ["METRICS", "largest_positions", "plot_depth"]
+
+LABELLED = 3       # the largest errors labelled by name (the first divergence is labelled too)
+LABEL_CHARS = 32   # names are shortened in the middle beyond this
 
 # metric -> (axis label, log scale?, the LayerRow field holding its local counterpart, or None)
 METRICS = {
@@ -48,27 +52,51 @@ def _draw_bands(ax, report):
 
 def _draw_non_finite(ax, rows, field: str):
     # NaN/Inf cannot sit on a log axis: mark those layers along the top edge instead of dropping them.
-    bad = [i for i, r in enumerate(rows) if getattr(r, field) is not None and not math.isfinite(getattr(r, field))]
+    bad = [r.index for r in rows if getattr(r, field) is not None and not math.isfinite(getattr(r, field))]
     if bad:
         ax.scatter(bad, [1.0] * len(bad), transform=ax.get_xaxis_transform(), marker="x", color="tab:red",
                    clip_on=False, zorder=3, label="NaN/Inf")
+
+
+def _plain(name: str) -> str:
+    # A "$" in a layer name would switch matplotlib to mathtext.
+    return name.replace("$", r"\$")
 
 
 def _draw_first(ax, report, values):
     pos = divergence_position(report.layers, report.first_divergence)
     if pos is None:
         return
-    ax.axvline(pos, color="tab:red", alpha=0.4, linewidth=1)
-    # A "$" in a layer name would switch matplotlib to mathtext.
-    label = "first divergence: " + report.first_divergence.name.replace("$", r"\$")
+    x = report.layers[pos].index
+    ax.axvline(x, color="tab:red", alpha=0.4, linewidth=1)
+    label = "first divergence: " + _plain(shorten_middle(report.first_divergence.name, LABEL_CHARS))
     if math.isfinite(values[pos]):
-        ax.plot([pos], [values[pos]], "o", mfc="none", mec="tab:red", ms=9, mew=2, label=label)
+        ax.plot([x], [values[pos]], "o", mfc="none", mec="tab:red", ms=9, mew=2, label=label)
+        ax.annotate(_plain(shorten_middle(report.layers[pos].name, LABEL_CHARS)), (x, values[pos]),
+                    xytext=(4, 6), textcoords="offset points", fontsize="x-small", color="tab:red",
+                    gid="diffcore-first")
     else:
         ax.plot([], [], "o", mfc="none", mec="tab:red", label=label)
 
 
+def largest_positions(rows, values, count: int = LABELLED) -> list[int]:
+    """Positions of the ``count`` largest finite values, largest first."""
+    finite = [pos for pos, v in enumerate(values) if math.isfinite(v)]
+    return sorted(finite, key=lambda pos: -values[pos])[:count]
+
+
+def _label_largest(ax, report, values, skip: int | None):
+    for pos in largest_positions(report.layers, values):
+        if pos == skip:
+            continue
+        row = report.layers[pos]
+        ax.annotate(_plain(shorten_middle(row.name, LABEL_CHARS)), (row.index, values[pos]), xytext=(4, -10),
+                    textcoords="offset points", fontsize="x-small", color="0.25", gid="diffcore-largest")
+
+
 def plot_depth(report, ax=None, metric: str = "rel_l2"):
-    """Plot ``metric`` of every layer against its depth (execution order).
+    """Plot ``metric`` of every layer against its depth: the x axis is the table's ``#``, the first divergence
+    and the largest errors are labelled by name.
 
     Args:
         report: the ``DiffReport``.
@@ -90,9 +118,10 @@ def plot_depth(report, ax=None, metric: str = "rel_l2"):
     ax = _axes(ax)
     rows = report.layers
     values = _series(rows, metric)
-    ax.plot(range(len(rows)), values, "-", color="tab:blue", linewidth=1.5, marker=".", ms=3, label=label)
+    xs = [r.index for r in rows]  # the table's "#": a row read off the plot is found in the table
+    ax.plot(xs, values, "-", color="tab:blue", linewidth=1.5, marker=".", ms=3, label=label)
     if local_field and any(getattr(r, local_field) is not None for r in rows):
-        ax.plot(range(len(rows)), _series(rows, local_field), ".", color="tab:purple", ms=5,
+        ax.plot(xs, _series(rows, local_field), ".", color="tab:purple", ms=5,
                 label=f"local {label}")
     if log:
         ax.set_yscale("log", nonpositive="mask")
@@ -100,7 +129,9 @@ def plot_depth(report, ax=None, metric: str = "rel_l2"):
         _draw_bands(ax, report)
     _draw_non_finite(ax, rows, metric)
     _draw_first(ax, report, values)
-    ax.set_xlabel("layer (execution order)")
+    if metric not in ("cosine", "snr_db"):  # for these the largest values are the best layers
+        _label_largest(ax, report, values, divergence_position(rows, report.first_divergence))
+    ax.set_xlabel("# (the table's row number, execution order)")
     ax.set_ylabel(label)
     ax.set_title(f"diffcore {'PASS' if report.passed else 'FAIL'}: {label} against depth")
     if rows:

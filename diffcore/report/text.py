@@ -1,16 +1,19 @@
-"""The plain-text view of a ``DiffReport``: a header, the layer table, outputs, unmatched tensors, warnings.
+"""The plain-text view of a ``DiffReport``: a summary block (verdict, coverage, first divergence and why,
+worst output), the layer table, outputs, unmatched tensors, warnings.
 
-The first divergence is marked with ``>>`` in the leftmost column; long tables keep the rows around it (and
-a few at each end) and say how many rows were left out. Only ASCII is used outside user-given names, so the
-report prints on any terminal encoding.
+Every line fits the terminal (``width``; report/table.py fits the compact columns, ``wide`` shows them all).
+ONNX graphs are shown by module scope by default (report/modules.py). The first divergence is marked with
+``>>`` in the leftmost column; long tables keep the lines around it (and a few at each end) and say how many
+were left out. Only ASCII is used outside user-given names, so the report prints on any terminal encoding.
 """
 from __future__ import annotations
 
 import math
 import textwrap
 
-from .._deps import require
 from ..local import NOT_COMPUTED
+from .modules import node_lines, view_lines
+from .table import COMPACT, format_table, target_width
 
 __all__ = ["bands", "divergence_position", "fmt_num", "fmt_pct", "render_text"]
 
@@ -22,7 +25,6 @@ COLALIGN = ("left", "right", "left", "left", "left", "right", "right", "right", 
 EDGE_ROWS = 3          # rows always kept at each end of an elided table, for orientation
 FINE_BAND = 1e-3       # rel L2 below 0.1 %: fine
 BUG_BAND = 5e-2        # rel L2 above 5 %: a conversion bug
-WRAP = 100
 # The text view summarises unmatched tensors (an ONNX graph leaves hundreds); JSON and HTML list them all.
 UNMATCHED_LINES = 20   # lines per side
 GROUP_MIN = 3          # a reason shared by this many tensors is printed once, followed by their names
@@ -60,6 +62,20 @@ def fmt_snr(value) -> str:
     if value is None or not math.isfinite(float(value)):
         return fmt_num(value)
     return f"{float(value):.1f}"
+
+
+HALF_DTYPES = ("float16", "bfloat16")
+ULP_SHOWN_MAX = 1000   # beyond this a ULP count says nothing rel L2 does not (and near zero it explodes)
+
+
+def ulp_cell(row) -> str:
+    """The max ULP distance where it means something: a float16/bfloat16 test, a finite, small count."""
+    value = row.max_ulp
+    if str(row.test_dtype).replace("torch.", "") not in HALF_DTYPES or value is None:
+        return "-"
+    if not math.isfinite(float(value)) or float(value) > ULP_SHOWN_MAX:
+        return "-"
+    return fmt_ulp(value)
 
 
 def fmt_ulp(value) -> str:
@@ -150,7 +166,7 @@ def row_cells(row, marked: bool) -> list[str]:
     return [
         MARKER if marked else "", str(row.index), row.name, row.op_type or "", fmt_shape(row.shape),
         fmt_pct(row.rel_l2), fmt_num(row.max_abs), fmt_cosine(row.cosine), fmt_snr(row.snr_db),
-        fmt_ulp(row.max_ulp), fmt_nonfinite(row), fmt_pct(row.local_rel_l2), row.status,
+        ulp_cell(row), fmt_nonfinite(row), fmt_pct(row.local_rel_l2), row.status,
     ]
 
 
@@ -174,25 +190,42 @@ def kept_positions(n: int, anchor: int | None, max_rows: int | None) -> list[int
     return sorted(keep)
 
 
-def _elision_cells(count: int) -> list[str]:
-    cells = [""] * len(HEADERS)
+def _elision_cells(count: int, columns: int) -> list[str]:
+    cells = [""] * columns
     cells[1], cells[2] = "...", f"({count} rows elided)"
     return cells
 
 
-def table_rows(rows, first, max_rows: int | None) -> list[list[str]]:
-    """Cells for ``rows`` with the first divergence marked and gaps replaced by an elision line."""
-    anchor = divergence_position(rows, first)
-    if anchor is None and rows:
-        anchor = _worst_position(rows)
+def compact_cells(line, marked: bool) -> list[str]:
+    """The cells of one ``ViewLine`` in the compact column set (``table.COMPACT``)."""
+    row = line.row
+    status = f"{line.status} (exact)" if getattr(row, "exact", False) and len(line.members) == 1 else line.status
+    return [MARKER if marked else "", str(row.index), line.name, row.op_type or "", fmt_pct(row.rel_l2),
+            fmt_pct(row.local_rel_l2), status, " ".join(str(line.note or "").split())]
+
+
+def _line_cells(line, marked: bool, wide: bool) -> list[str]:
+    if not wide:
+        return compact_cells(line, marked)
+    cells = row_cells(line.row, marked)
+    cells[2] = line.name
+    return cells
+
+
+def table_rows(lines, first, max_rows: int | None, wide: bool = False) -> list[list[str]]:
+    """Cells for the ``ViewLine``s with the first divergence marked and gaps replaced by an elision line."""
+    anchor = next((pos for pos, line in enumerate(lines) if line.contains(first)), None)
+    if anchor is None and lines:
+        anchor = _worst_position([line.row for line in lines])
+    columns = len(HEADERS) if wide else len(COMPACT)
     out, previous = [], -1
-    for pos in kept_positions(len(rows), anchor, max_rows):
+    for pos in kept_positions(len(lines), anchor, max_rows):
         if pos > previous + 1:
-            out.append(_elision_cells(pos - previous - 1))
-        out.append(row_cells(rows[pos], same_row(rows[pos], first)))
+            out.append(_elision_cells(pos - previous - 1, columns))
+        out.append(_line_cells(lines[pos], lines[pos].contains(first), wide))
         previous = pos
-    if rows and previous < len(rows) - 1:
-        out.append(_elision_cells(len(rows) - 1 - previous))
+    if lines and previous < len(lines) - 1:
+        out.append(_elision_cells(len(lines) - 1 - previous, columns))
     return out
 
 
@@ -204,9 +237,10 @@ def _worst_position(rows) -> int:
     return max(range(len(rows)), key=key)
 
 
-def _tabulate(cells) -> str:
-    tabulate = require("tabulate", "text reports").tabulate
-    return tabulate(cells, headers=HEADERS, colalign=COLALIGN, disable_numparse=True, tablefmt="simple")
+def _tabulate(cells, wide: bool, width: int) -> str:
+    if wide:
+        return format_table(HEADERS, COLALIGN, cells, None)
+    return format_table([h for h, _ in COMPACT], [a for _, a in COMPACT], cells, width)
 
 
 # ---- sections ------------------------------------------------------------------------------------------
@@ -225,42 +259,73 @@ def coverage_text(report) -> str:
         return "(not recorded)"
 
 
+def worst_output(report):
+    """The model output with the largest rel L2 (NaN counts as largest), or None."""
+    if not report.outputs:
+        return None
+
+    def key(row):
+        value = row.rel_l2
+        return math.inf if value is None or math.isnan(value) else float(value)
+    return max(report.outputs, key=key)
+
+
+def _row_brief(row) -> str:
+    local = f", local {fmt_pct(row.local_rel_l2)} %" if row.local_rel_l2 is not None else ""
+    op = f" {row.op_type}" if row.op_type else ""
+    return f"{row.name} (#{row.index}{op}): rel L2 {fmt_pct(row.rel_l2)} %{local}, {row.status}"
+
+
 def header_lines(report) -> list[str]:
-    """Verdict, the two sides, the tolerance, the coverage and the summary paragraph."""
-    first = report.first_divergence
+    """The summary block: verdict, coverage, first divergence and why, worst output; then the two sides,
+    the tolerance and the summary paragraph."""
+    first, worst = report.first_divergence, worst_output(report)
     where = f": first divergence at {first.name} (#{first.index})" if first is not None else ""
-    lines = [
-        f"diffcore {verdict_word(report)}{where}",
-        f"  ref:       {describe_side(report.ref)}",
-        f"  test:      {describe_side(report.test)}",
-        f"  tolerance: {describe_tolerance(report.tolerance)}",
-        f"  coverage:  {coverage_text(report)}",
-    ]
+    lines = [f"diffcore {verdict_word(report)}{where}", f"  coverage:  {coverage_text(report)}"]
     if getattr(report, "reason", ""):
         lines.append(f"  why:       {report.reason}")
-    if first is not None and first.cause:
-        lines.append(f"  cause:     {first.cause}")
+    if first is not None:
+        lines.append(f"  first:     {_row_brief(first)}")
+        if first.cause:
+            lines.append(f"  cause:     {first.cause}")
+    if worst is not None:
+        lines.append(f"  worst out: {_row_brief(worst)}")
+    lines += [f"  ref:       {describe_side(report.ref)}", f"  test:      {describe_side(report.test)}",
+              f"  tolerance: {describe_tolerance(report.tolerance)}"]
     if report.summary:
-        lines += ["", textwrap.fill(report.summary, WRAP)]
+        lines += ["", report.summary]
     return lines
 
 
-def layer_section(report, max_rows: int | None) -> list[str]:
+def mark_findings(lines, findings) -> list:
+    """Give a line without a cause the finding (what a converter changed) noted on one of its rows."""
+    messages = {str(f.get("message")) for f in findings or () if isinstance(f, dict) and f.get("message")}
+    for line in lines:
+        found = [n for m in line.members for n in m.notes if n in messages] if messages else []
+        if found and not line.note:
+            line.note = f"finding: {found[0]}"
+    return lines
+
+
+def layer_section(report, max_rows: int | None, width: int, wide: bool = False, by: str | None = None
+                  ) -> list[str]:
     count = len(report.layers)
     if not count:
         return ["Layers: none matched."]
     fine, bug = bands(report)
-    lines = [f"Layers ({count}; rel L2 bands: {fmt_pct(fine)} % fine, {fmt_pct(bug)} % a conversion bug):"]
-    return lines + [_tabulate(table_rows(report.layers, report.first_divergence, max_rows))]
+    lines = mark_findings(view_lines(report.layers, by, report.first_divergence), report.findings)
+    folded = f"; {len(lines)} lines by module scope" if len(lines) != count or by == "module" else ""
+    title = f"Layers ({count}{folded}; rel L2 bands: {fmt_pct(fine)} % fine, {fmt_pct(bug)} % a conversion bug):"
+    return [title, _tabulate(table_rows(lines, report.first_divergence, max_rows, wide), wide, width)]
 
 
-def output_section(report) -> list[str]:
+def output_section(report, width: int, wide: bool = False) -> list[str]:
     if not report.outputs:
         return ["Outputs: none compared (see coverage; never a pass)."]
-    cells = [row_cells(r, same_row(r, report.first_divergence)) for r in report.outputs]
+    cells = table_rows(node_lines(report.outputs), report.first_divergence, None, wide)
     notes = [f"  - {r.name}: {r.cause}" for r in report.outputs
              if r.cause and (r.exact or r.status in ("not comparable", "diverged", "carried"))]
-    return [f"Outputs ({len(report.outputs)}): from the uninstrumented runs", _tabulate(cells)] + notes
+    return [f"Outputs ({len(report.outputs)}): from the uninstrumented runs", _tabulate(cells, wide, width)] + notes
 
 
 FINDINGS_SHOWN = 10    # fusion-dependent / not-comparable rows listed with their cause
@@ -303,8 +368,7 @@ def local_section(report) -> list[str]:
     for reason, group in reasons.items():
         names = ", ".join(r.name for r in group[:GROUP_SHOWN])
         more = f", ... and {len(group) - GROUP_SHOWN} more" if len(group) > GROUP_SHOWN else ""
-        lines.append(textwrap.fill(f"- {reason}: {names}{more}", WRAP, initial_indent="  ",
-                                   subsequent_indent="    "))
+        lines.append(f"  - {reason}: {names}{more}")
     return lines
 
 
@@ -355,18 +419,37 @@ def findings_section(report) -> list[str]:
         [f"  - {line}" for line in found] if found else []
 
 
-def render_text(report, max_rows: int | None = 60) -> str:
-    """Render ``report`` as plain text for a terminal.
+def _fit_lines(section: list[str], width: int) -> list[str]:
+    """Wrap the lines of a section that are wider than ``width`` (tables are fitted when built), continuing
+    under their own indent."""
+    out = []
+    for line in section:
+        if "\n" in line or len(line) <= width:
+            out.append(line)
+            continue
+        indent = " " * (len(line) - len(line.lstrip()))
+        out += textwrap.wrap(line, width, subsequent_indent=indent + "    ", break_on_hyphens=False) or [""]
+    return out
+
+
+def render_text(report, max_rows: int | None = 60, *, width: int | None = None, wide: bool = False,
+                by: str | None = None) -> str:
+    """Render ``report`` as plain text for a terminal: a summary block, then the layer table.
 
     Args:
         report: the ``DiffReport``.
-        max_rows: layer rows to show at most (None for all); longer tables keep the rows around the first
+        max_rows: table lines to show at most (None for all); longer tables keep the lines around the first
             divergence (or the largest error) and a few at each end, with a line saying how many were elided.
+        width: characters per line; default the terminal's width (``$COLUMNS``), 100 when not a terminal.
+        wide: every column (shape, max |d|, cosine, SNR, ULP, new NaN/Inf) at their full width.
+        by: ``"module"`` (rows inside one torch module scope folded into one line, shape-only ops dropped),
+            ``"node"`` (one line per row), or None: module where the rows carry shared module scopes.
 
     Returns:
         The report, newline-terminated.
     """
-    sections = [header_lines(report), layer_section(report, max_rows), output_section(report),
-                findings_section(report), set_aside_section(report), local_section(report),
-                unmatched_section(report), warning_section(report)]
-    return "\n\n".join("\n".join(s) for s in sections if s) + "\n"
+    width = target_width(width)
+    sections = [header_lines(report), layer_section(report, max_rows, width, wide, by),
+                output_section(report, width, wide), findings_section(report), set_aside_section(report),
+                local_section(report), unmatched_section(report), warning_section(report)]
+    return "\n\n".join("\n".join(_fit_lines(s, width)) for s in sections if s) + "\n"

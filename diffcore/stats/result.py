@@ -138,6 +138,16 @@ class DriftStats:
         return out
 
     def __repr__(self) -> str:
+        """One line: shape, dtypes, the verdict under the tolerance and the main errors (``describe()`` has
+        everything)."""
+        bad = (f", NaN/Inf ref {self.nan_ref + self.inf_ref} test {self.nan_test + self.inf_test}"
+               if self.nan_ref or self.nan_test or self.inf_ref or self.inf_test else "")
+        return (f"DriftStats({'pass' if self.passed else 'FAIL'}, shape={tuple(self.shape)}, {self.ref_dtype}->"
+                f"{self.test_dtype}, rel_l2={self.rel_l2:.3g}, max_abs={self.max_abs:.3g}, "
+                f"mismatches={self.mismatch_count}/{self.count}{bad})")
+
+    def describe(self) -> str:
+        """Every statistic in a few lines (what ``repr`` used to print)."""
         at = "" if self.max_abs_index is None else f" at {tuple(self.max_abs_index)}"
         lines = [
             f"DriftStats(shape={self.shape}, ref={self.ref_dtype}, test={self.test_dtype}, "
@@ -159,6 +169,8 @@ class DriftStats:
             lines.append(f"  {self.test_dtype} headroom: {self.overflow_risk} ref values overflow, "
                          f"{self.underflow_risk} flush to zero")
         return "\n".join(lines)
+
+    __str__ = describe
 
 
 def _ratio(num: float, den: float, both_zero: float) -> float:
