@@ -52,8 +52,11 @@ def _human(outputs):
 
 def verdict_line(report) -> str:
     """The one line ``--quiet`` keeps: the verdict and the summary's first sentence."""
-    summary = " ".join(str(report.summary or report.reason or "").split())
-    return f"diffcore: {report.verdict.upper()}" + (f": {summary[:200]}" if summary else "")
+    word = report.verdict.upper()
+    summary = " ".join(str(report.summary or report.reason or "").split()).split(" Coverage: ")[0]
+    if not summary.upper().startswith(word):  # summaries start with their verdict word (localize.summarize)
+        summary = f"{word}: {summary}" if summary else word
+    return "diffcore: " + (summary if len(summary) <= 240 else summary[:237] + "...")
 
 
 def _model_explorer_side(args) -> tuple:
