@@ -23,6 +23,8 @@ SCHEMAS = {"diffcore.report/1": "report", "diffcore.report-diff/1": "report-diff
            "diffcore.validate/1": "validate", "diffcore.golden-check/1": "golden-check",
            "diffcore.golden/1": "golden", "diffcore.artifacts/1": "artifacts"}
 
+VALIDATED_WRITES: dict = {}  # schema name -> documents checked before writing (DIFFCORE_VALIDATE_WRITES=1)
+
 
 def schema_for(document) -> str | None:
     """The schema name of a document diffcore writes (by its ``schema_version`` or ``schema`` key)."""

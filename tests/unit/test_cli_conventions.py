@@ -157,3 +157,43 @@ def test_model_explorer_needs_an_onnx_side(capsys, fake_compare, tmp_path):
     code, _, err = run(capsys, "compare", SPEC, SPEC, "--model-explorer", tmp_path / "n.json")
     assert code == 2 and not fake_compare["calls"]
     assert_one_error_line(err, r"--model-explorer needs an ONNX model on one side")
+
+
+# ---- published schemas -------------------------------------------------------------------------------
+def test_the_suite_validates_every_document_written(capsys, fake_compare, tmp_path):
+    """conftest sets DIFFCORE_VALIDATE_WRITES: a report the CLI writes is checked, a broken one refused."""
+    import os
+
+    from diffcore import files, schemas
+
+    assert os.environ.get("DIFFCORE_VALIDATE_WRITES") == "1"
+    before = schemas.VALIDATED_WRITES.get("report", 0)
+    assert run(capsys, "compare", SPEC, SPEC, "--json", tmp_path / "r.json")[0] == 1
+    assert schemas.VALIDATED_WRITES["report"] == before + 1
+    broken = dict(make_report(n=3, diverge_at=1).to_dict(), verdict="maybe")
+    with pytest.raises(files.SchemaViolation, match=r"at \['verdict'\]"):
+        files.write_json(tmp_path / "bad.json", broken)
+    assert not (tmp_path / "bad.json").exists()
+
+
+@pytest.mark.parametrize("name", ["report", "report-diff", "validate", "golden-check", "golden", "trace",
+                                  "environment", "artifacts"])
+def test_every_schema_ships_in_the_package_and_is_valid(name):
+    import jsonschema
+
+    from diffcore.schemas import schema_path
+
+    schema = json.loads(schema_path(name).read_text(encoding="utf-8"))
+    jsonschema.validators.validator_for(schema).check_schema(schema)
+
+
+def test_a_report_read_back_is_validated_with_a_clean_error():
+    from diffcore import DiffcoreError
+    from diffcore.report import DiffReport
+
+    text = make_report(n=4, diverge_at=2).to_json()
+    assert DiffReport.from_json(text).verdict == "fail"
+    with pytest.raises(DiffcoreError, match=r"does not follow its schema \(report\): at \['layers'\]\[0\]"):
+        DiffReport.from_json(text.replace('"status": "ok"', '"status": "fine"', 1))
+    with pytest.raises(DiffcoreError, match=r"another diffcore version"):
+        DiffReport.from_json(text.replace("diffcore.report/1", "diffcore.report/9"))
