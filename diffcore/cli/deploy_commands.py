@@ -158,12 +158,14 @@ def _golden_files(directory: str) -> dict:
 def _golden_check(args) -> int:
     check_spec(args.model, "MODEL")
     check_tolerance_pair(args.atol, args.rtol)
-    outputs = _outputs(args, _golden_files(args.golden) | input_paths(MODEL=args.model))
+    outputs = _outputs(args, _golden_files(args.golden) | input_paths(MODEL=args.model,
+                                                                     artifact=args.artifacts))
     key = _key(args)
     from ..deploy import check_golden
 
     result = check_golden(args.model, args.golden, atol=args.atol, rtol=args.rtol, device=args.device,
-                          providers=args.providers, layers=not args.no_layers, key=key)
+                          providers=args.providers, layers=not args.no_layers, key=key,
+                          artifacts=args.artifacts)
     text = result.to_text()
     _finish(args, outputs, result.to_dict(), text, _last_line(text), "golden check result")
     return result.exit_code

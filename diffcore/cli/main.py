@@ -269,6 +269,9 @@ def _add_golden(sub) -> None:
     _add_tolerance(c, "; default: the golden's, else per dtype")
     _add_runtime_options(c, [])
     c.add_argument("--no-layers", action="store_true", help="skip the per-layer comparison")
+    c.add_argument("--artifacts", nargs="+", metavar="FILE", help="files that travel with the model, or one "
+                   ".artifacts.json (default: <model>.artifacts.json beside the model): checked against the "
+                   "recorded hashes and token ids, as validate does")
     c.add_argument("--key-file", metavar="FILE", help="verify the golden's keyed seal with the key in FILE "
                                                       "(default: $DIFFCORE_GOLDEN_KEY when set)")
     _add_json_outputs(c, "result")
