@@ -242,9 +242,9 @@ def _add_golden(sub) -> None:
                                    "any machine.")
     inner = p.add_subparsers(dest="golden_command", metavar="record|check", parser_class=_Parser)
     inner.required = True
-    r = _subparser(inner, "record", ("diffcore golden record model.onnx --inputs inputs.npz --out golden/ "
-                                      "--traces --texts texts.txt",), help="record a golden set",
-                         description="Run MODEL and store its inputs, outputs, environment and hashes in DIR.")
+    example = "diffcore golden record model.onnx --inputs inputs.npz --out golden/ --traces --texts texts.txt"
+    r = _subparser(inner, "record", (example,), help="record a golden set",
+                   description="Run MODEL and store its inputs, outputs, environment and hashes in DIR.")
     r.add_argument("model", metavar="MODEL", help="the model spec")
     r.add_argument("--inputs", metavar="FILE.npz", help="named inputs (default: the model's example inputs)")
     r.add_argument("--out", metavar="DIR", required=True, help="the golden directory to write")

@@ -20,7 +20,7 @@ from .. import env
 from .._deps import require
 from ..errors import DiffcoreError, format_choices
 from .artifacts import check_artifacts, check_tokens, declared_artifacts
-from .checklist import ChecklistResult, CheckRow, failed, passed, skipped
+from .checklist import FAIL, PASS, ChecklistResult, CheckRow, failed, passed, skipped
 from .export_checks import CHECK_AXES, check_export
 from .golden import GoldenIntegrityError, check_golden, load_golden
 from .loadguard import diagnose

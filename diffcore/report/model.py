@@ -6,7 +6,6 @@ meaning or disappears; new fields may be added without a change.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 
 from ..files import decode_nonfinite, to_json

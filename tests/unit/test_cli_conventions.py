@@ -8,7 +8,6 @@ import re
 
 import pytest
 
-from diffcore.cli import main
 from diffcore.cli.main import build_parser
 
 from .test_cli import SPEC, assert_one_error_line, fake_compare, run  # noqa: F401  (fixtures)
@@ -27,19 +26,19 @@ def test_json_dash_writes_the_report_to_stdout_and_the_text_to_stderr(capsys, fa
 
 def test_html_dash_writes_the_page_to_stdout(capsys, fake_compare, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, out, err = run(capsys, "compare", SPEC, SPEC, "--html", "-", "--quiet")
+    _, out, err = run(capsys, "compare", SPEC, SPEC, "--html", "-", "--quiet")
     assert out.lstrip().lower().startswith("<!doctype html")
     assert err.strip().startswith("diffcore: FAIL")
 
 
 def test_two_outputs_on_stdout_are_refused(capsys, fake_compare):
-    code, out, err = run(capsys, "compare", SPEC, SPEC, "--json", "-", "--html", "-")
+    code, _, err = run(capsys, "compare", SPEC, SPEC, "--json", "-", "--html", "-")
     assert code == 2 and not fake_compare["calls"]
     assert_one_error_line(err, r"--json and --html both write to standard output")
 
 
 def test_quiet_prints_only_the_verdict_line(capsys, fake_compare):
-    code, out, err = run(capsys, "compare", SPEC, SPEC, "-q")
+    code, out, _ = run(capsys, "compare", SPEC, SPEC, "-q")
     assert code == 1
     assert out.splitlines() == [out.strip()] and re.match(r"diffcore: FAIL: first divergence at ", out)
     assert fake_compare["calls"][0]["progress"] is False
@@ -118,7 +117,7 @@ def test_env_diff_json_to_a_file(capsys, tmp_path):
     a = tmp_path / "a.json"
     assert run(capsys, "env", "--json", a)[0] == 0
     out_file = tmp_path / "d.json"
-    code, out, _ = run(capsys, "env", "diff", a, a, "--json", out_file)
+    code, _, _ = run(capsys, "env", "diff", a, a, "--json", out_file)
     assert code == 0 and isinstance(json.loads(out_file.read_text()), dict)
 
 
