@@ -86,11 +86,18 @@ EXIT_CODES_HELP = ("exit codes: 0 pass, 1 diverged (or a check failed), 2 usage 
 
 
 def _epilog(*examples: str) -> str:
-    return "examples:\n" + "\n".join(f"  {e}" for e in examples) + "\n\n" + EXIT_CODES_HELP
+    import textwrap
+
+    codes = textwrap.fill(EXIT_CODES_HELP, 100, subsequent_indent="  ")
+    return "examples:\n" + "\n".join(f"  {e}" for e in examples) + "\n\n" + codes
 
 
 def _subparser(sub, name: str, examples: tuple, **kwargs):
     """A subcommand parser with examples and the exit codes in its --help, and --quiet."""
+    import textwrap
+
+    if "description" in kwargs:  # the raw formatter keeps the examples' lines; wrap the prose here
+        kwargs["description"] = textwrap.fill(kwargs["description"], 100)
     p = sub.add_parser(name, allow_abbrev=False, epilog=_epilog(*examples),
                        formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the final verdict line")
