@@ -167,6 +167,9 @@ def _capture_inputs(runner, path, model: str) -> dict:
 def run_capture(args) -> int:
     """``diffcore capture MODEL [--inputs X] --out TRACE``: record every probe of MODEL to a trace file."""
     check_spec(args.model, "MODEL")
+    if args.out == "-":
+        raise DiffcoreError("--out - : a trace is a binary .npz archive, not something to print; give a file "
+                            "name (e.g. --out trace.npz)")
     check_outputs({"trace": args.out}, input_paths(MODEL=args.model, **{"--inputs": args.inputs}), args.force)
     inputs = load_inputs(args.inputs) if args.inputs else None
     from ..capture.trace import record  # imported on use: they reach for the frameworks

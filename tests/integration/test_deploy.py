@@ -359,9 +359,10 @@ def test_a_provider_that_is_not_here_is_skipped_with_the_reason_never_passed(wor
     assert target.status == "skip" and "'CUDAExecutionProvider' not available here" in target.detail
     assert result.row("golden set").status == "skip"  # cannot run where the target is not
     out_file = tmp_path / "v.json"
-    code, out, _ = run_cli(capsys, "validate", world["onnx"], "--golden", world["golden"], "--out", out_file)
+    code, out, _ = run_cli(capsys, "validate", world["onnx"], "--golden", world["golden"], "--providers",
+                           "CUDAExecutionProvider", "--out", out_file)
     assert code == 0 and re.search(r"target hardware\s+SKIP\s+.*not available here", out)
-    assert re.search(r"VALIDATE PASS \(\d checks skipped: target hardware, golden set", out)
+    assert re.search(r"VALIDATE PASS \(\d checks skipped: matches original, target hardware, golden set", out)
     saved = json.loads(out_file.read_text())
     assert saved["counts"]["skip"] >= 1 and saved["environment"]["schema"] == "diffcore.env/1"
     assert "target hardware" in saved["skipped"]

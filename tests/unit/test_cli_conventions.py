@@ -196,3 +196,20 @@ def test_a_report_read_back_is_validated_with_a_clean_error():
         DiffReport.from_json(text.replace('"status": "ok"', '"status": "fine"', 1))
     with pytest.raises(DiffcoreError, match=r"another diffcore version"):
         DiffReport.from_json(text.replace("diffcore.report/1", "diffcore.report/9"))
+
+
+# ---- capture -----------------------------------------------------------------------------------------
+def test_capture_without_inputs_uses_the_factorys_example_inputs(capsys, tmp_path):
+    import numpy as np
+
+    target = tmp_path / "trace.npz"
+    code, out, _ = run(capsys, "capture", SPEC, "--out", target, "--quiet")
+    assert code == 0 and re.fullmatch(rf"diffcore: recorded \d+ tensors of {re.escape(SPEC)} to .*\n", out)
+    with np.load(target) as archive:
+        assert len(archive.files) > 2
+
+
+def test_capture_refuses_stdout_for_a_binary_trace(capsys):
+    code, _, err = run(capsys, "capture", SPEC, "--out", "-")
+    assert code == 2
+    assert_one_error_line(err, r"a trace is a binary \.npz archive")
