@@ -51,6 +51,9 @@ def _finish(args, outputs, data, text: str, verdict: str, what: str) -> None:
 def run_env(args) -> int:
     """``diffcore env [--json] [--out FILE]``, or ``diffcore env diff A B``."""
     if getattr(args, "env_command", None) == "diff":
+        if args.out:
+            raise DiffcoreError("--out writes this machine's manifest and does not apply to 'env diff': write "
+                                "the differences with 'env diff A B --json FILE'")
         return _run_env_diff(args)
     from .. import env
 
@@ -181,6 +184,9 @@ def _last_line(text: str) -> str:
 def run_validate(args) -> int:
     """``diffcore validate MODEL ...``: the checklist table (or JSON); 1 when any check failed."""
     check_spec(args.model, "MODEL")
+    if args.inputs and args.golden:
+        raise DiffcoreError("--inputs and --golden both give the sample inputs, and validate uses the golden's: "
+                            "give one of them")
     if args.reference:
         check_spec(args.reference, "REFERENCE")
     check_tolerance_pair(args.atol, args.rtol)

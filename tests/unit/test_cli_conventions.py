@@ -213,3 +213,18 @@ def test_capture_refuses_stdout_for_a_binary_trace(capsys):
     code, _, err = run(capsys, "capture", SPEC, "--out", "-")
     assert code == 2
     assert_one_error_line(err, r"a trace is a binary \.npz archive")
+
+
+# ---- contradictory flags -----------------------------------------------------------------------------
+@pytest.mark.parametrize("argv, pattern", [
+    (["env", "--out", "x.json", "diff", "a.json", "b.json"], r"--out .* does not apply to 'env diff'"),
+    (["env", "--json", "-", "--out", "-"], r"--json and --out both write to standard output"),
+    (["validate", "m.onnx", "--inputs", "i.npz", "--golden", "g"], r"--inputs and --golden both give"),
+])
+def test_contradictory_flags_are_refused(capsys, tmp_path, monkeypatch, argv, pattern):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.onnx").write_bytes(b"")
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert_one_error_line(err, pattern)
+    assert not (tmp_path / "x.json").exists()
