@@ -88,12 +88,17 @@ def run_demo(args) -> int:
     onnx_path, inputs_path, inputs = write_demo_files(out_dir)
     compare = compare_function()
     verdicts = []
+    quiet = getattr(args, "quiet", False)  # --quiet: only the verdict lines
     for title, test, extra, flags in demo_runs(onnx_path):
-        print(f"=== {title} ===\n", flush=True)
-        report = compare(DEMO_SPEC, test, inputs, backend=args.backend, progress=progress_wanted(), **extra)
-        print(report.to_text())
+        if not quiet:
+            print(f"=== {title} ===\n", flush=True)
+        report = compare(DEMO_SPEC, test, inputs, backend=args.backend, progress=progress_wanted() and not quiet,
+                         **extra)
+        if not quiet:
+            print(report.to_text())
         verdicts.append((title, report.verdict.upper(), command_line(test, inputs_path, flags)))
-    print(f"Demo files in {out_dir}:\n  {onnx_path}\n  {inputs_path}\n")
+    if not quiet:
+        print(f"Demo files in {out_dir}:\n  {onnx_path}\n  {inputs_path}\n")
     for title, verdict, line in verdicts:
         print(f"{title}: {verdict}\n  {line}")
     return 0

@@ -228,3 +228,11 @@ def test_contradictory_flags_are_refused(capsys, tmp_path, monkeypatch, argv, pa
     assert code == 2 and out == ""
     assert_one_error_line(err, pattern)
     assert not (tmp_path / "x.json").exists()
+
+
+def test_demo_quiet_prints_only_the_verdicts(capsys, tmp_path, fake_compare):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    code, out, _ = run(capsys, "demo", "--out", tmp_path / "demo", "--quiet")
+    assert code == 0 and out.count(": FAIL") == 2
+    assert "=== " not in out and "Demo files in" not in out and "first divergence at" not in out
