@@ -76,8 +76,11 @@ def _compare_outputs(args):
         if is_stdout(args.model_explorer):
             raise DiffcoreError("--model-explorer writes a file (and a .local.json beside it): '-' is not "
                                 "accepted")
-    return Outputs({"--json": (args.json, "json"), "--html": (args.html, "html"),
-                    "--model-explorer": (args.model_explorer, "json")},
+    from ..report.model import SCHEMA_VERSION
+    from .outputs import NODE_DATA
+
+    return Outputs({"--json": (args.json, SCHEMA_VERSION), "--html": (args.html, "html"),
+                    "--model-explorer": (args.model_explorer, NODE_DATA)},
                    input_paths(REF=args.ref, TEST=args.test, **{"--inputs": args.inputs}), args.force)
 
 
@@ -98,9 +101,9 @@ def _write_model_explorer(args, report, outputs) -> None:
     local = os.path.splitext(path)[0] + ".local.json"
     force = args.force or "--model-explorer" in outputs.replacing
     if os.path.exists(local) and not args.force:
-        from .outputs import previous_output
+        from .outputs import NODE_DATA, previous_output
 
-        force = force and previous_output(local, "json")
+        force = force and previous_output(local, NODE_DATA)
     written = write_model_explorer(report, model, path, side=side, force=force)
     if not args.quiet or "--model-explorer" in outputs.replacing:
         verb = "replaced the previous" if "--model-explorer" in outputs.replacing else "wrote"

@@ -25,11 +25,12 @@ def _emit(text: str) -> None:
     sys.stdout.flush()
 
 
-def _outputs(args, inputs: dict):
-    """--json OUT and --out FILE (the older spelling of --json FILE), checked before any model loads."""
+def _outputs(args, inputs: dict, kind: str):
+    """--json OUT and --out FILE (the older spelling of --json FILE), checked before any model loads; an
+    earlier document of schema ``kind`` is replaced with a note."""
     from .outputs import Outputs
 
-    return Outputs({"--json": (getattr(args, "json", None), "json"), "--out": (getattr(args, "out", None), "json")},
+    return Outputs({"--json": (getattr(args, "json", None), kind), "--out": (getattr(args, "out", None), kind)},
                    inputs, getattr(args, "force", False))
 
 
@@ -57,7 +58,7 @@ def run_env(args) -> int:
         return _run_env_diff(args)
     from .. import env
 
-    outputs = _outputs(args, {})
+    outputs = _outputs(args, {}, env.SCHEMA)
     manifest = env.collect()
     table = "" if outputs.to_stdout and not args.quiet else _manifest_table(manifest)
     _finish(args, outputs, manifest, table, "diffcore: environment manifest collected",
@@ -87,7 +88,7 @@ def _run_env_diff(args) -> int:
     from ..deploy.envdiff import env_diff
     from ..files import read_json
 
-    outputs = _outputs(args, {"A.json": args.a, "B.json": args.b})
+    outputs = _outputs(args, {"A.json": args.a, "B.json": args.b}, "diffcore.env-diff/1")
     a, b = (read_json(path, "environment", schema="environment") for path in (args.a, args.b))
     labels = tuple(_clip(os.path.basename(p), 28) for p in (args.a, args.b))
     if labels[0] == labels[1]:
@@ -162,7 +163,8 @@ def _golden_check(args) -> int:
     check_spec(args.model, "MODEL")
     check_tolerance_pair(args.atol, args.rtol)
     outputs = _outputs(args, _golden_files(args.golden) | input_paths(MODEL=args.model,
-                                                                     artifact=args.artifacts))
+                                                                     artifact=args.artifacts),
+                       "diffcore.golden-check/1")
     key = _key(args)
     from ..deploy import check_golden
 
@@ -192,7 +194,7 @@ def run_validate(args) -> int:
     check_tolerance_pair(args.atol, args.rtol)
     outputs = _outputs(args, input_paths(MODEL=args.model, REFERENCE=args.reference,
                                          **{"--inputs": args.inputs, "artifact": args.artifacts})
-                       | (_golden_files(args.golden) if args.golden else {}))
+                       | (_golden_files(args.golden) if args.golden else {}), "diffcore.validate/1")
     inputs = load_inputs(args.inputs) if args.inputs else None
     from ..deploy import validate
 

@@ -16,7 +16,7 @@ import sys
 
 from ..files import check_distinct, check_target, write_text
 
-__all__ = ["STDOUT", "Outputs", "is_stdout", "previous_output"]
+__all__ = ["NODE_DATA", "STDOUT", "Outputs", "is_stdout", "previous_output"]
 
 STDOUT = "-"
 _SNIFF_BYTES = 1 << 16  # enough to see the schema_version / the HTML marker near a document's start
@@ -36,7 +36,10 @@ def _head(path: str) -> str:
         return ""
 
 
-def _is_json_document(path: str) -> bool:
+NODE_DATA = "model-explorer-node-data"
+
+
+def _is_json_document(path: str, kind: str) -> bool:
     try:
         if os.path.getsize(path) > 512 << 20:
             return False
@@ -44,17 +47,18 @@ def _is_json_document(path: str) -> bool:
             data = json.load(handle)
     except (OSError, ValueError, RecursionError):
         return False
-    if isinstance(data, dict) and str(data.get("schema_version", "")).startswith("diffcore."):
-        return True
-    # Model Explorer node data: {graph_id: {"name": "diffcore ...", "results": {...}}}
-    return (isinstance(data, dict) and bool(data) and all(
-        isinstance(v, dict) and str(v.get("name", "")).startswith("diffcore ") and "results" in v
-        for v in data.values()))
+    if not isinstance(data, dict):
+        return False
+    if kind == NODE_DATA:  # {graph_id: {"name": "diffcore ...", "results": {...}}}
+        return bool(data) and all(isinstance(v, dict) and str(v.get("name", "")).startswith("diffcore ")
+                                  and "results" in v for v in data.values())
+    return (data.get("schema_version") or data.get("schema")) == kind
 
 
 def previous_output(path, kind: str) -> bool:
-    """True when ``path`` is a regular file that diffcore wrote earlier as a document of ``kind``
-    ("json" or "html"): re-running the command may replace it without ``--force``."""
+    """True when ``path`` is a regular file that diffcore wrote earlier as a document of ``kind``: "html"
+    (a diffcore HTML report), ``NODE_DATA``, or a schema id such as "diffcore.report/1" (a JSON document
+    of that schema): re-running the command may replace it without ``--force``."""
     try:
         info = os.lstat(path)
     except OSError:
@@ -64,14 +68,15 @@ def previous_output(path, kind: str) -> bool:
     if kind == "html":
         head = _head(path)
         return head.lstrip().lower().startswith("<!doctype html") and _HTML_MARKER in head
-    return _is_json_document(path)
+    return _is_json_document(path, kind)
 
 
 class Outputs:
     """The output files of one command: checked together before any model runs, then written.
 
     Args:
-        outputs: {flag: (path or None, kind)}; kind is "json", "html" or "data" (never replaced silently).
+        outputs: {flag: (path or None, kind)}; kind as in ``previous_output`` (None: never replaced
+            without ``--force``).
         inputs: {description: path} the command reads (an output may not be one of them).
         force: ``--force``.
     """
@@ -91,7 +96,7 @@ class Outputs:
         for flag, (path, kind) in self.outputs.items():
             if is_stdout(path):
                 continue
-            if not force and kind in ("json", "html") and previous_output(path, kind):
+            if not force and kind is not None and previous_output(path, kind):
                 self.replacing.add(flag)
             check_target(path, force or flag in self.replacing, flag)
 

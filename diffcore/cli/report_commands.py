@@ -21,7 +21,7 @@ def _report_diff(args) -> int:
     from ..report.diff import diff_reports, load_report
     from .outputs import Outputs
 
-    outputs = Outputs({"--json": (args.json, "json")},
+    outputs = Outputs({"--json": (args.json, "diffcore.report-diff/1")},
                       input_paths(**{"BEFORE.json": args.before, "AFTER.json": args.after}), args.force)
     before, after = load_report(args.before), load_report(args.after)
     diff = diff_reports(before, after)

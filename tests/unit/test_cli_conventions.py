@@ -175,7 +175,7 @@ def test_the_suite_validates_every_document_written(capsys, fake_compare, tmp_pa
     assert not (tmp_path / "bad.json").exists()
 
 
-@pytest.mark.parametrize("name", ["report", "report-diff", "validate", "golden-check", "golden", "trace",
+@pytest.mark.parametrize("name", ["report", "report-diff", "validate", "golden-check", "golden", "trace", "env-diff",
                                   "environment", "artifacts"])
 def test_every_schema_ships_in_the_package_and_is_valid(name):
     import jsonschema
@@ -236,3 +236,13 @@ def test_demo_quiet_prints_only_the_verdicts(capsys, tmp_path, fake_compare):
     code, out, _ = run(capsys, "demo", "--out", tmp_path / "demo", "--quiet")
     assert code == 0 and out.count(": FAIL") == 2
     assert "=== " not in out and "Demo files in" not in out and "first divergence at" not in out
+
+
+def test_a_diffcore_document_of_another_kind_is_not_replaced_without_force(capsys, fake_compare, tmp_path):
+    env_file = tmp_path / "env.json"
+    assert run(capsys, "env", "--json", env_file)[0] == 0
+    code, _, err = run(capsys, "compare", SPEC, SPEC, "--json", env_file)
+    assert code == 2 and not fake_compare["calls"]
+    assert_one_error_line(err, r"already exists; pass --force")
+    code, _, err = run(capsys, "env", "--out", env_file, "--quiet")
+    assert code == 0 and f"replaced the previous environment manifest {env_file}" in err
