@@ -123,7 +123,8 @@ def _add_runtime_options(parser, dtype_flags) -> None:
 def _add_compare(sub) -> None:
     p = _subparser(sub, "compare", ("diffcore compare model.py:build model.onnx --json report.json",
                                      "diffcore compare model.onnx model.onnx --test-dtype float16 --json - | jq .verdict",
-                                     "diffcore compare ref.npz test.npz --html report.html --model-explorer nodes.json"),
+                                     "diffcore compare model.py:build model.onnx --html report.html --model-explorer nodes.json",
+                                     "diffcore compare ref_trace.npz test_trace.npz -q"),
                    help="compare two models layer by layer",
                        description="Run REF and TEST on the same inputs, compare every matched layer and "
                                    "report where they first diverge. A spec is a .onnx file, a recorded "
