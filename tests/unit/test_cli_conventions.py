@@ -246,3 +246,17 @@ def test_a_diffcore_document_of_another_kind_is_not_replaced_without_force(capsy
     assert_one_error_line(err, r"already exists; pass --force")
     code, _, err = run(capsys, "env", "--out", env_file, "--quiet")
     assert code == 0 and f"replaced the previous environment manifest {env_file}" in err
+
+
+@pytest.mark.parametrize("argv", _subcommands(), ids=" ".join)
+def test_every_help_example_parses(capsys, argv):
+    import shlex
+
+    parser = build_parser()
+    _, out, _ = run(capsys, *argv, "--help")
+    examples = out.split("examples:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert examples
+    for line in examples:
+        words = shlex.split(line.split(" | ")[0])
+        assert words[0] == "diffcore"
+        parser.parse_args(words[1:])  # raises UsageError for an example that does not parse
