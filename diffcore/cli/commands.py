@@ -68,19 +68,29 @@ def _model_explorer_side(args) -> tuple:
                         f"{args.test} are not .onnx files")
 
 
-def _compare_outputs(args):
-    from .outputs import Outputs, is_stdout
+_LOCAL = "--model-explorer (local errors)"
 
+
+def _local_path(path: str) -> str:
+    """Where write_model_explorer puts the local-error node data beside ``path``."""
+    import os
+
+    return os.path.splitext(path)[0] + ".local.json"
+
+
+def _compare_outputs(args):
+    from ..report.model import SCHEMA_VERSION
+    from .outputs import NODE_DATA, Outputs, is_stdout
+
+    local = None
     if args.model_explorer is not None:
         _model_explorer_side(args)
         if is_stdout(args.model_explorer):
             raise DiffcoreError("--model-explorer writes a file (and a .local.json beside it): '-' is not "
                                 "accepted")
-    from ..report.model import SCHEMA_VERSION
-    from .outputs import NODE_DATA
-
+        local = _local_path(args.model_explorer)
     return Outputs({"--json": (args.json, SCHEMA_VERSION), "--html": (args.html, "html"),
-                    "--model-explorer": (args.model_explorer, NODE_DATA)},
+                    "--model-explorer": (args.model_explorer, NODE_DATA), _LOCAL: (local, NODE_DATA)},
                    input_paths(REF=args.ref, TEST=args.test, **{"--inputs": args.inputs}), args.force)
 
 
@@ -92,21 +102,17 @@ def _write_reports(args, report, outputs) -> None:
 
 
 def _write_model_explorer(args, report, outputs) -> None:
-    import os
-
     from ..report.model_explorer import write_model_explorer
 
     side, model = _model_explorer_side(args)
     path = args.model_explorer
-    local = os.path.splitext(path)[0] + ".local.json"
-    force = args.force or "--model-explorer" in outputs.replacing
-    if os.path.exists(local) and not args.force:
-        from .outputs import NODE_DATA, previous_output
-
-        force = force and previous_output(local, NODE_DATA)
+    replacing = "--model-explorer" in outputs.replacing
+    # Both files were checked before the run: without --force each is absent or diffcore's own earlier node
+    # data, so replacing is safe for both once either is an earlier one.
+    force = args.force or bool({"--model-explorer", _LOCAL} & outputs.replacing)
     written = write_model_explorer(report, model, path, side=side, force=force)
-    if not args.quiet or "--model-explorer" in outputs.replacing:
-        verb = "replaced the previous" if "--model-explorer" in outputs.replacing else "wrote"
+    if not args.quiet or replacing:
+        verb = "replaced the previous" if replacing else "wrote"
         extra = f" and {written['local']}" if written.get("local") else ""
         print(f"diffcore: {verb} Model Explorer node data {path}{extra} ({written['nodes']} nodes of "
               f"{side.upper()} {model})", file=sys.stderr)

@@ -260,3 +260,12 @@ def test_every_help_example_parses(capsys, argv):
         words = shlex.split(line.split(" | ")[0])
         assert words[0] == "diffcore"
         parser.parse_args(words[1:])  # raises UsageError for an example that does not parse
+
+
+def test_model_explorer_files_are_checked_before_the_run(capsys, fake_compare, tmp_path):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")
+    (tmp_path / "n.local.json").write_text("mine")
+    code, _, err = run(capsys, "compare", SPEC, model, "--model-explorer", tmp_path / "n.json")
+    assert code == 2 and not fake_compare["calls"]
+    assert_one_error_line(err, r"n\.local\.json already exists; pass --force")
