@@ -230,14 +230,27 @@ def _check_written_document(text: str, what: str) -> None:
     """Under ``DIFFCORE_VALIDATE_WRITES=1``: a JSON document carrying a known ``schema_version`` must
     follow its schema (diffcore/schemas) before it is written; the test suite checks every document this
     way, whichever code path writes it."""
-    if os.environ.get(VALIDATE_WRITES_ENV, "") in ("", "0") or not text.lstrip().startswith("{"):
+    if not validating_writes() or not text.lstrip().startswith("{"):
         return
-    from . import schemas
-
     try:
         document = json.loads(text)
     except ValueError as exc:
         raise SchemaViolation(f"{what}: diffcore wrote invalid JSON: {exc}") from None
+    check_written(document, what)
+
+
+def validating_writes() -> bool:
+    """True under ``DIFFCORE_VALIDATE_WRITES=1`` (the test suite): documents are checked before writing."""
+    return os.environ.get(VALIDATE_WRITES_ENV, "") not in ("", "0")
+
+
+def check_written(document, what: str) -> None:
+    """Under ``DIFFCORE_VALIDATE_WRITES=1``: ``document`` (about to be written, e.g. a trace's metadata)
+    must follow the schema its ``schema_version``/``schema`` names; ``SchemaViolation`` otherwise."""
+    if not validating_writes():
+        return
+    from . import schemas
+
     name = schemas.schema_for(document)
     if name is None:
         return

@@ -22,7 +22,7 @@ __all__ = ["MAX_DEPTH", "SCHEMAS", "check_depth", "schema_for", "schema_path", "
 SCHEMAS = {"diffcore.report/1": "report", "diffcore.report-diff/1": "report-diff",
            "diffcore.validate/1": "validate", "diffcore.golden-check/1": "golden-check",
            "diffcore.golden/1": "golden", "diffcore.artifacts/1": "artifacts", "diffcore.env/1": "environment",
-           "diffcore.env-diff/1": "env-diff"}
+           "diffcore.env-diff/1": "env-diff", "diffcore.trace/1": "trace"}
 
 VALIDATED_WRITES: dict = {}  # schema name -> documents checked before writing (DIFFCORE_VALIDATE_WRITES=1)
 

@@ -269,3 +269,11 @@ def test_model_explorer_files_are_checked_before_the_run(capsys, fake_compare, t
     code, _, err = run(capsys, "compare", SPEC, model, "--model-explorer", tmp_path / "n.json")
     assert code == 2 and not fake_compare["calls"]
     assert_one_error_line(err, r"n\.local\.json already exists; pass --force")
+
+
+def test_trace_metadata_is_validated_when_written(capsys, tmp_path):
+    from diffcore import schemas
+
+    before = schemas.VALIDATED_WRITES.get("trace", 0)
+    assert run(capsys, "capture", SPEC, "--out", tmp_path / "t.npz", "-q")[0] == 0
+    assert schemas.VALIDATED_WRITES["trace"] == before + 1
