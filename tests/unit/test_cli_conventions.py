@@ -10,8 +10,22 @@ import pytest
 
 from diffcore.cli.main import build_parser
 
-from .test_cli import SPEC, assert_one_error_line, fake_compare, run  # noqa: F401  (fixtures)
+import diffcore
+
+from .test_cli import SPEC, assert_one_error_line, run
 from .test_report_views import make_report
+
+
+@pytest.fixture(name="fake_compare")
+def _fake_compare(monkeypatch):
+    """diffcore.compare replaced (as in test_cli.py): ``calls`` records the arguments, ``result`` is returned."""
+    state = {"calls": [], "result": make_report(n=12, diverge_at=5)}
+
+    def compare(ref, test, inputs=None, **kwargs):
+        state["calls"].append({"ref": ref, "test": test, "inputs": inputs, **kwargs})
+        return state["result"]
+    monkeypatch.setattr(diffcore, "compare", compare)
+    return state
 
 
 def test_json_dash_writes_the_report_to_stdout_and_the_text_to_stderr(capsys, fake_compare, tmp_path,
