@@ -458,3 +458,11 @@ def test_a_nan_output_fails_and_the_json_stays_strict(world, tmp_path, capsys):
     checks = {c["check"]: c for c in json.loads(out_file.read_text())["checks"]}
     assert code == 1 and checks["target hardware"]["status"] == "fail" and "NaN/Inf" in \
         checks["target hardware"]["detail"] and checks["golden set"]["status"] == "fail"
+
+
+def test_validate_json_dash_prints_the_checklist_and_moves_the_table_to_stderr(world, capsys):
+    code, out, err = run_cli(capsys, "validate", world["onnx"], "--golden", world["golden"], "--json", "-")
+    data = json.loads(out)
+    assert code == 0 and data["schema_version"] == "diffcore.validate/1" and data["skipped"] == [
+        "matches original"] and data["verdict_line"].startswith("VALIDATE PASS (1 check skipped: matches original)")
+    assert re.search(r"check\s+status\s+detail", err) and "VALIDATE PASS" in err
