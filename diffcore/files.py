@@ -218,8 +218,52 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
+VALIDATE_WRITES_ENV = "DIFFCORE_VALIDATE_WRITES"
+
+
+class SchemaViolation(AssertionError):
+    """A document diffcore was about to write does not follow its published schema (a bug in diffcore,
+    raised only where ``DIFFCORE_VALIDATE_WRITES=1``: the test suite sets it)."""
+
+
+def _check_written_document(text: str, what: str) -> None:
+    """Under ``DIFFCORE_VALIDATE_WRITES=1``: a JSON document carrying a known ``schema_version`` must
+    follow its schema (diffcore/schemas) before it is written; the test suite checks every document this
+    way, whichever code path writes it."""
+    if not validating_writes() or not text.lstrip().startswith("{"):
+        return
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise SchemaViolation(f"{what}: diffcore wrote invalid JSON: {exc}") from None
+    check_written(document, what)
+
+
+def validating_writes() -> bool:
+    """True under ``DIFFCORE_VALIDATE_WRITES=1`` (the test suite): documents are checked before writing."""
+    return os.environ.get(VALIDATE_WRITES_ENV, "") not in ("", "0")
+
+
+def check_written(document, what: str) -> None:
+    """Under ``DIFFCORE_VALIDATE_WRITES=1``: ``document`` (about to be written, e.g. a trace's metadata)
+    must follow the schema its ``schema_version``/``schema`` names; ``SchemaViolation`` otherwise."""
+    if not validating_writes():
+        return
+    from . import schemas
+
+    name = schemas.schema_for(document)
+    if name is None:
+        return
+    try:
+        schemas.validate(document, name, what)
+    except DiffcoreError as exc:
+        raise SchemaViolation(str(exc)) from None
+    schemas.VALIDATED_WRITES[name] = schemas.VALIDATED_WRITES.get(name, 0) + 1
+
+
 def write_text(path, text: str, *, force: bool = False, what: str = "output") -> str:
     """Write UTF-8 ``text`` atomically (see ``write_atomic``)."""
+    _check_written_document(text, what)
     return write_atomic(path, lambda handle: handle.write(text), force=force, what=what)
 
 

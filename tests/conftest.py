@@ -23,6 +23,11 @@ if not HAS_GPU:
 
 SIMULATED_CUDA = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
+# Every JSON document diffcore writes during the tests (reports, checklists, golden checks, report diffs,
+# golden.json, .artifacts.json) is checked against its published schema before it is written
+# (diffcore/files.py): a violation raises files.SchemaViolation, failing the test that wrote it.
+os.environ["DIFFCORE_VALIDATE_WRITES"] = "1"
+
 
 def pytest_collection_modifyitems(config, items):
     if HAS_GPU and not SIMULATED_CUDA:

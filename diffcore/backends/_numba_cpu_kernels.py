@@ -9,10 +9,9 @@ Everything here is a module-level function so that Numba's on-disk cache hits in
 (closures are keyed on their cells, which differ per process, so a closure recompiles every time), and the
 cache is keyed on every source the kernels are built from (_numba_cache.py).
 """
-import numba
 import numpy as np
 from llvmlite import ir
-from numba import prange, types
+from numba import types
 from numba.extending import intrinsic
 
 from ..stats.layout import NB

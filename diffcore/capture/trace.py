@@ -24,7 +24,7 @@ import numpy as np
 
 from ..arrays import array_sha256, host_array, host_values
 from ..errors import DiffcoreError, format_choices
-from ..files import check_target, parse_json, read_npz, write_npz
+from ..files import check_target, check_written, parse_json, read_npz, validating_writes, write_npz
 from ..inputs import native_order
 from ..schemas import validate
 from .base import InputSpec, Probe, Runner
@@ -141,7 +141,10 @@ class Trace:
         path = os.fspath(path)
         check_target(path, force, "trace")
         arrays, meta = self._payload()
-        arrays[META_KEY] = np.frombuffer(json.dumps(meta, default=_json_default).encode("utf-8"), np.uint8)
+        text = json.dumps(meta, default=_json_default)
+        if validating_writes():  # the test suite checks every trace's metadata against trace.json
+            check_written(json.loads(text), "trace metadata")
+        arrays[META_KEY] = np.frombuffer(text.encode("utf-8"), np.uint8)
         return write_npz(path, arrays, force=force, what="trace")
 
     def _payload(self) -> tuple[dict, dict]:

@@ -139,25 +139,34 @@ def _run_all(out_dir: str, args) -> list[tuple[str, str, str]]:
     onnx_path, inputs_path, inputs, model = write_demo_files(out_dir)
     compare = compare_function()
     verdicts = []
+    quiet = getattr(args, "quiet", False)  # --quiet: only the verdict lines
     for number, (title, test, extra, flags) in enumerate(demo_runs(onnx_path), start=1):
-        print(f"{number}. {title}", flush=True)
-        report = compare(DEMO_SPEC, test, inputs, backend=args.backend, progress=progress_wanted(), **extra)
-        print("\n".join(_story(report)))
-        if extra.get("test_dtype") and not report.passed:
-            print("\n".join(_suggestion(model, inputs, report, args.backend)))
-        print()
+        if not quiet:
+            print(f"{number}. {title}", flush=True)
+        report = compare(DEMO_SPEC, test, inputs, backend=args.backend, progress=progress_wanted() and not quiet,
+                         **extra)
+        if quiet:
+            print(f"{number}. {title}: {report.verdict.upper()}")
+        else:
+            print("\n".join(_story(report)))
+            if extra.get("test_dtype") and not report.passed:
+                print("\n".join(_suggestion(model, inputs, report, args.backend)))
+            print()
         verdicts.append((title, report.verdict.upper(), command_line(test, inputs_path, flags)))
     return verdicts
 
 
 def run_demo(args) -> int:
     """``diffcore demo``: two comparisons of a small transformer, told in one screen."""
-    print("diffcore demo: one small transformer, converted two ways\n")
+    quiet = getattr(args, "quiet", False)
+    if not quiet:
+        print("diffcore demo: one small transformer, converted two ways\n")
     if args.out is None:
         with tempfile.TemporaryDirectory(prefix="diffcore-demo-") as tmp:
             _run_all(tmp, args)
-        print("Your model: diffcore compare mymodels.py:build model.onnx --inputs inputs.npz\n"
-              "Keep the demo's files and the commands that rerun it: diffcore demo --out DIR")
+        if not quiet:
+            print("Your model: diffcore compare mymodels.py:build model.onnx --inputs inputs.npz\n"
+                  "Keep the demo's files and the commands that rerun it: diffcore demo --out DIR")
         return 0
     verdicts = _run_all(prepare_out_dir(args.out), args)
     print(f"Files in {args.out}; rerun with:")

@@ -11,7 +11,7 @@ import sys
 from ..errors import DiffcoreError
 from .commands import check_tolerance_pair
 from ..spec import check_spec
-from .files import check_outputs, input_paths, load_inputs
+from .files import input_paths, load_inputs
 
 __all__ = ["run_env", "run_golden", "run_validate"]
 
@@ -25,12 +25,26 @@ def _emit(text: str) -> None:
     sys.stdout.flush()
 
 
-def _write_json_out(args, data, what: str) -> None:
-    if getattr(args, "out", None):
-        from ..files import write_json
+def _outputs(args, inputs: dict, kind: str):
+    """--json OUT and --out FILE (the older spelling of --json FILE), checked before any model loads; an
+    earlier document of schema ``kind`` is replaced with a note."""
+    from .outputs import Outputs
 
-        write_json(args.out, data, force=args.force, what=what)
-        _say(f"wrote {args.out}")
+    return Outputs({"--json": (getattr(args, "json", None), kind), "--out": (getattr(args, "out", None), kind)},
+                   inputs, getattr(args, "force", False))
+
+
+def _finish(args, outputs, data, text: str, verdict: str, what: str) -> None:
+    """Write the JSON documents, then the human text (stderr when JSON went to stdout; only the verdict
+    line with --quiet)."""
+    from ..files import to_json
+
+    document = to_json(data)
+    for flag in ("--json", "--out"):
+        outputs.write(flag, document, what, args.quiet)
+    stream = sys.stderr if outputs.to_stdout else sys.stdout
+    stream.write((verdict if args.quiet else text).rstrip("\n") + "\n")
+    stream.flush()
 
 
 # ---------------------------------------------------------------------------------------------- env
@@ -38,18 +52,17 @@ def _write_json_out(args, data, what: str) -> None:
 def run_env(args) -> int:
     """``diffcore env [--json] [--out FILE]``, or ``diffcore env diff A B``."""
     if getattr(args, "env_command", None) == "diff":
+        if args.out:
+            raise DiffcoreError("--out writes this machine's manifest and does not apply to 'env diff': write "
+                                "the differences with 'env diff A B --json FILE'")
         return _run_env_diff(args)
     from .. import env
 
-    check_outputs({"--out": args.out}, {}, args.force)
+    outputs = _outputs(args, {}, env.SCHEMA)
     manifest = env.collect()
-    _write_json_out(args, manifest, "environment manifest")
-    if args.json:
-        import json
-
-        _emit(json.dumps(manifest, indent=1, default=str))
-    else:
-        _emit(_manifest_table(manifest))
+    table = "" if outputs.to_stdout and not args.quiet else _manifest_table(manifest)
+    _finish(args, outputs, manifest, table, "diffcore: environment manifest collected",
+            "environment manifest")
     return 0
 
 
@@ -75,12 +88,15 @@ def _run_env_diff(args) -> int:
     from ..deploy.envdiff import env_diff
     from ..files import read_json
 
+    outputs = _outputs(args, {"A.json": args.a, "B.json": args.b}, "diffcore.env-diff/1")
     a, b = (read_json(path, "environment", schema="environment") for path in (args.a, args.b))
     labels = tuple(_clip(os.path.basename(p), 28) for p in (args.a, args.b))
     if labels[0] == labels[1]:
         labels = ("A", "B")
     diff = env_diff(a, b, labels=labels)
-    _emit(json.dumps(diff.to_dict(), indent=1, default=str) if args.json else diff.to_text())
+    text = diff.to_text()
+    _finish(args, outputs, json.loads(json.dumps(diff.to_dict(), default=str)), text,
+            text.splitlines()[0] if text else "", "environment diff")
     return 1 if diff else 0
 
 
@@ -146,15 +162,23 @@ def _golden_files(directory: str) -> dict:
 def _golden_check(args) -> int:
     check_spec(args.model, "MODEL")
     check_tolerance_pair(args.atol, args.rtol)
-    check_outputs({"--out": args.out}, _golden_files(args.golden) | input_paths(MODEL=args.model), args.force)
+    outputs = _outputs(args, _golden_files(args.golden) | input_paths(MODEL=args.model,
+                                                                     artifact=args.artifacts),
+                       "diffcore.golden-check/1")
     key = _key(args)
     from ..deploy import check_golden
 
     result = check_golden(args.model, args.golden, atol=args.atol, rtol=args.rtol, device=args.device,
-                          providers=args.providers, layers=not args.no_layers, key=key)
-    _write_json_out(args, result.to_dict(), "golden check result")
-    _emit(result.to_json() if args.json else result.to_text())
+                          providers=args.providers, layers=not args.no_layers, key=key,
+                          artifacts=args.artifacts)
+    text = result.to_text()
+    _finish(args, outputs, result.to_dict(), text, _last_line(text), "golden check result")
     return result.exit_code
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 # ---------------------------------------------------------------------------------------------- validate
@@ -162,19 +186,22 @@ def _golden_check(args) -> int:
 def run_validate(args) -> int:
     """``diffcore validate MODEL ...``: the checklist table (or JSON); 1 when any check failed."""
     check_spec(args.model, "MODEL")
+    if args.inputs and args.golden:
+        raise DiffcoreError("--inputs and --golden both give the sample inputs, and validate uses the golden's: "
+                            "give one of them")
     if args.reference:
         check_spec(args.reference, "REFERENCE")
     check_tolerance_pair(args.atol, args.rtol)
-    check_outputs({"--out": args.out}, input_paths(MODEL=args.model, REFERENCE=args.reference,
-                                                   **{"--inputs": args.inputs, "artifact": args.artifacts})
-                  | (_golden_files(args.golden) if args.golden else {}), args.force)
+    outputs = _outputs(args, input_paths(MODEL=args.model, REFERENCE=args.reference,
+                                         **{"--inputs": args.inputs, "artifact": args.artifacts})
+                       | (_golden_files(args.golden) if args.golden else {}), "diffcore.validate/1")
     inputs = load_inputs(args.inputs) if args.inputs else None
     from ..deploy import validate
 
     result = validate(args.model, reference=args.reference, golden=args.golden, inputs=inputs,
                       artifacts=args.artifacts, device=args.device, providers=args.providers,
                       target_gpu=args.target_gpu, atol=args.atol, rtol=args.rtol,
-                      target_opset=args.target_opset, dynamic_axes=args.dynamic_axes)
-    _write_json_out(args, result.to_dict(), "validate result")
-    _emit(result.to_json() if args.json else f"diffcore validate {args.model}\n{result.to_text()}")
+                      target_opset=args.target_opset, dynamic_axes=args.dynamic_axes, strict=args.strict)
+    text = f"diffcore validate {args.model}\n{result.to_text()}"
+    _finish(args, outputs, result.to_dict(), text, result.verdict_line(), "validate result")
     return result.exit_code

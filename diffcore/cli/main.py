@@ -1,6 +1,10 @@
 """The ``diffcore`` command line: argument parsing, dispatch, and the exit-code policy.
 
-Commands: compare, capture, demo, env (env diff), golden record|check, validate.
+Commands: compare, capture, demo, env (env diff), golden record|check, validate, report diff.
+
+Conventions (every subcommand): ``--json PATH`` writes a file and ``--json -`` prints to stdout (then the
+human text goes to stderr); ``--quiet`` keeps errors and the final verdict line; a file diffcore wrote
+earlier of the same kind is replaced with a note, anything else needs ``--force`` (cli/outputs.py).
 
 Exit codes: 0 within tolerance, 1 diverged, 2 a usage or input error (one line on stderr, no traceback),
 3 a bug in diffcore (one line; ``DIFFCORE_DEBUG=1`` adds the traceback), 4 inconclusive: the comparison
@@ -77,6 +81,36 @@ def _backend_names() -> tuple:
     return ("auto",) + tuple(NAMES)
 
 
+EXIT_CODES_HELP = ("exit codes: 0 pass, 1 diverged (or a check failed), 2 usage or input error, 3 internal "
+                   "error (DIFFCORE_DEBUG=1 shows the traceback), 4 inconclusive (nothing decisive compared)")
+
+
+def _epilog(*examples: str) -> str:
+    import textwrap
+
+    codes = textwrap.fill(EXIT_CODES_HELP, 100, subsequent_indent="  ")
+    return "examples:\n" + "\n".join(f"  {e}" for e in examples) + "\n\n" + codes
+
+
+def _subparser(sub, name: str, examples: tuple, **kwargs):
+    """A subcommand parser with examples and the exit codes in its --help, and --quiet."""
+    import textwrap
+
+    if "description" in kwargs:  # the raw formatter keeps the examples' lines; wrap the prose here
+        kwargs["description"] = textwrap.fill(kwargs["description"], 100)
+    p = sub.add_parser(name, allow_abbrev=False, epilog=_epilog(*examples),
+                       formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the final verdict line")
+    return p
+
+
+def _json_flag(p, what: str) -> None:
+    # nargs='?' keeps the old bare `--json` (print to stdout) working; '-' is stdout, anything else a file.
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
+                   help=f"write the {what} as JSON to OUT ('-' or no value: standard output, the human text "
+                        "then goes to stderr)")
+
+
 # ---- the parser --------------------------------------------------------------------------------------
 def _add_runtime_options(parser, dtype_flags) -> None:
     for flag, help_text in dtype_flags:
@@ -87,7 +121,11 @@ def _add_runtime_options(parser, dtype_flags) -> None:
 
 
 def _add_compare(sub) -> None:
-    p = sub.add_parser("compare", allow_abbrev=False, help="compare two models layer by layer",
+    p = _subparser(sub, "compare", ("diffcore compare model.py:build model.onnx --json report.json",
+                                     "diffcore compare model.onnx model.onnx --test-dtype float16 --json - | jq .verdict",
+                                     "diffcore compare model.py:build model.onnx --html report.html --model-explorer nodes.json",
+                                     "diffcore compare ref_trace.npz test_trace.npz -q"),
+                   help="compare two models layer by layer",
                        description="Run REF and TEST on the same inputs, compare every matched layer and "
                                    "report where they first diverge. A spec is a .onnx file, a recorded "
                                    "trace .npz, file.py:factory or package.module:factory.")
@@ -109,11 +147,20 @@ def _add_compare(sub) -> None:
     p.add_argument("--memory-budget-mb", type=_positive_int, default=None, metavar="MIB",
                    help="MiB of activations (both sides) captured at once; larger models run in chunks "
                         "(default 256)")
-    p.add_argument("--json", metavar="OUT", help="write the report as JSON")
-    p.add_argument("--html", metavar="OUT", help="write the report as a standalone HTML page")
+    p.add_argument("--json", metavar="OUT", help="write the report as JSON to OUT ('-': standard output)")
+    p.add_argument("--html", metavar="OUT", help="write the report as a standalone HTML page ('-': stdout)")
+    p.add_argument("--model-explorer", metavar="FILE.json", default=None,
+                   help="write per-node drift for Google's Model Explorer (node data) for the ONNX side: TEST "
+                        "when it is ONNX, else REF")
     p.add_argument("--max-rows", type=_non_negative_int, default=60, metavar="N",
                    help="layer rows to print at most, around the first divergence (0: all; default 60)")
-    p.add_argument("--force", action="store_true", help="overwrite existing --json/--html files")
+    p.add_argument("--wide", action="store_true", help="print every statistic's column (default: the ones "
+                                                        "that fit the terminal)")
+    p.add_argument("--by", choices=("module", "node"), default=None,
+                   help="ONNX rows folded by module scope (default where the exporter left scopes) or one per "
+                        "node")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files (a report diffcore "
+                                                         "wrote earlier is replaced without it)")
     p.add_argument("--suggest-fp32", action="store_true",
                    help="when a float16/bfloat16 TEST fails: find layers to keep in float32 so it passes, and "
                         "prove it by running that mixed-precision model (printed after the report)")
@@ -123,11 +170,14 @@ def _add_compare(sub) -> None:
 
 
 def _add_capture(sub) -> None:
-    p = sub.add_parser("capture", allow_abbrev=False, help="record a model's activations to a trace file",
+    p = _subparser(sub, "capture", ("diffcore capture model.py:build --out ref.npz",
+                                     "diffcore capture model.onnx --inputs inputs.npz --out test.npz"),
+                   help="record a model's activations to a trace file",
                        description="Run MODEL on the inputs and record every captured tensor to a trace "
                                    ".npz that 'diffcore compare' accepts as REF or TEST.")
     p.add_argument("model", metavar="MODEL", help="the model spec")
-    p.add_argument("--inputs", metavar="FILE.npz", required=True, help="named inputs (numpy.savez)")
+    p.add_argument("--inputs", metavar="FILE.npz", help="named inputs (numpy.savez); default: the model's "
+                                                         "example inputs (a factory's example_inputs)")
     p.add_argument("--out", metavar="TRACE.npz", required=True, help="the trace file to write")
     _add_runtime_options(p, [("--dtype", "run the model in this dtype")])
     p.add_argument("--force", action="store_true", help="overwrite an existing trace file")
@@ -135,8 +185,8 @@ def _add_capture(sub) -> None:
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", allow_abbrev=False, help="compare a tiny transformer with its float16 and "
-                                                        "ONNX versions",
+    p = _subparser(sub, "demo", ("diffcore demo", "diffcore demo --out demo-files"),
+                   help="compare a tiny transformer with its float16 and ONNX versions",
                        description="Build a small seeded transformer, export it to ONNX, and compare it "
                                    "with its float16 version and with ONNX Runtime.")
     p.add_argument("--out", metavar="DIR", help="directory for the ONNX file and inputs (default: a new "
@@ -169,38 +219,45 @@ def _add_tolerance(p, what: str) -> None:
 
 
 def _add_json_outputs(p, what: str) -> None:
-    p.add_argument("--json", action="store_true", help=f"print the {what} as JSON instead of a table")
-    p.add_argument("--out", metavar="FILE.json", help=f"also write the {what} as JSON to FILE")
+    _json_flag(p, what)
+    p.add_argument("--out", metavar="FILE.json", help=f"also write the {what} as JSON to FILE (the same as "
+                                                      "--json FILE; kept for older scripts)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
 
 
 def _add_env(sub) -> None:
-    p = sub.add_parser("env", allow_abbrev=False, help="this machine's environment manifest; 'env diff A B' "
-                                                        "compares two",
+    p = _subparser(sub, "env", ("diffcore env", "diffcore env --json here.json",
+                                 "diffcore env diff here.json there.json"),
+                   help="this machine's environment manifest; 'env diff A B' compares two",
                        description="Print the environment manifest (Python, OS, CPU, numpy, torch with its "
                                    "CUDA/cuDNN/TF32 settings, onnx, onnxruntime providers, numba, cupy, "
                                    "driver and GPUs, diffcore) that every report and golden set embeds.")
     _add_json_outputs(p, "manifest")
     inner = p.add_subparsers(dest="env_command", metavar="diff", parser_class=_Parser)
-    d = inner.add_parser("diff", allow_abbrev=False, help="what differs between two manifests",
+    d = _subparser(inner, "diff", ("diffcore env diff here.json report.json",),
+                   help="what differs between two manifests",
                          description="Compare two manifests (or files embedding one: reports, golden.json, "
                                      "validate results), those likely to change numerics first. Exit 0 when "
                                      "they match, 1 when anything differs.")
     d.add_argument("a", metavar="A.json")
     d.add_argument("b", metavar="B.json")
-    d.add_argument("--json", action="store_true", help="print the differences as JSON")
+    _json_flag(d, "differences")
+    d.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     p.set_defaults(handler="env")
 
 
 def _add_golden(sub) -> None:
-    p = sub.add_parser("golden", allow_abbrev=False, help="record or check a golden set",
+    p = _subparser(sub, "golden", ("diffcore golden record model.onnx --out golden/",
+                                    "diffcore golden check model.onnx golden/ --json result.json"),
+                   help="record or check a golden set",
                        description="A golden set: inputs, expected outputs (optionally every layer), the "
                                    "environment manifest and content hashes, recorded once and checked on "
                                    "any machine.")
     inner = p.add_subparsers(dest="golden_command", metavar="record|check", parser_class=_Parser)
     inner.required = True
-    r = inner.add_parser("record", allow_abbrev=False, help="record a golden set",
-                         description="Run MODEL and store its inputs, outputs, environment and hashes in DIR.")
+    example = "diffcore golden record model.onnx --inputs inputs.npz --out golden/ --traces --texts texts.txt"
+    r = _subparser(inner, "record", (example,), help="record a golden set",
+                   description="Run MODEL and store its inputs, outputs, environment and hashes in DIR.")
     r.add_argument("model", metavar="MODEL", help="the model spec")
     r.add_argument("--inputs", metavar="FILE.npz", help="named inputs (default: the model's example inputs)")
     r.add_argument("--out", metavar="DIR", required=True, help="the golden directory to write")
@@ -214,7 +271,9 @@ def _add_golden(sub) -> None:
     r.add_argument("--force", action="store_true", help="replace an existing golden in DIR")
     r.add_argument("--key-file", metavar="FILE", help="add a keyed seal (HMAC-SHA256) with the key in FILE "
                                                       "(default: $DIFFCORE_GOLDEN_KEY when set)")
-    c = inner.add_parser("check", allow_abbrev=False, help="check a model against a golden set",
+    c = _subparser(inner, "check", ("diffcore golden check model.onnx golden/",
+                                     "diffcore golden check model.onnx golden/ --json - --quiet"),
+                   help="check a model against a golden set",
                          description="Run MODEL on the golden inputs here and compare every output (and layer, "
                                      "when traces were recorded) with the golden; show the environment "
                                      "differences beside the drift. Exit 0 pass, 1 fail, 2 a broken golden.")
@@ -223,6 +282,9 @@ def _add_golden(sub) -> None:
     _add_tolerance(c, "; default: the golden's, else per dtype")
     _add_runtime_options(c, [])
     c.add_argument("--no-layers", action="store_true", help="skip the per-layer comparison")
+    c.add_argument("--artifacts", nargs="+", metavar="FILE", help="files that travel with the model, or one "
+                   ".artifacts.json (default: <model>.artifacts.json beside the model): checked against the "
+                   "recorded hashes and token ids, as validate does")
     c.add_argument("--key-file", metavar="FILE", help="verify the golden's keyed seal with the key in FILE "
                                                       "(default: $DIFFCORE_GOLDEN_KEY when set)")
     _add_json_outputs(c, "result")
@@ -230,8 +292,9 @@ def _add_golden(sub) -> None:
 
 
 def _add_validate(sub) -> None:
-    p = sub.add_parser("validate", allow_abbrev=False, help="is the converted model ready to ship? one "
-                                                             "checklist",
+    p = _subparser(sub, "validate", ("diffcore validate model.onnx --reference model.py:build --golden golden/",
+                                      "diffcore validate model.onnx --target-gpu H100 --strict --json checks.json"),
+                   help="is the converted model ready to ship? one checklist",
                        description="Check that MODEL matches its original, that its preprocessing artifacts "
                                    "are present and the validated versions, that it runs on the target "
                                    "hardware and reproduces the golden set, plus the export checks for ONNX "
@@ -245,7 +308,8 @@ def _add_validate(sub) -> None:
                    "one .artifacts.json (default: <model>.artifacts.json beside the model)")
     _add_runtime_options(p, [])
     p.add_argument("--target-gpu", metavar="NAME", help="the target GPU (a substring of its name, e.g. H100): "
-                                                         "skipped on machines without it")
+                                                         "the check fails on a machine without it")
+    p.add_argument("--strict", action="store_true", help="fail (exit 1) when any check was skipped")
     _add_tolerance(p, "")
     p.add_argument("--target-opset", type=_non_negative_int, metavar="N",
                    help="the highest opset the target runtime supports")
@@ -255,15 +319,36 @@ def _add_validate(sub) -> None:
     p.set_defaults(handler="validate")
 
 
+def _add_report(sub) -> None:
+    p = _subparser(sub, "report", ("diffcore report diff before.json after.json",),
+                   help="work with saved reports: 'report diff BEFORE AFTER'",
+                   description="Work with reports written by 'diffcore compare --json'.")
+    inner = p.add_subparsers(dest="report_command", metavar="diff", parser_class=_Parser)
+    inner.required = True
+    d = _subparser(inner, "diff", ("diffcore report diff before.json after.json",
+                                    "diffcore report diff before.json after.json --json - | jq .summary"),
+                   help="what changed between two reports of the same models",
+                   description="Compare two reports of the same models (before and after a fix): layers "
+                               "fixed and regressed, where the first divergence moved. Exit 0 when nothing "
+                               "regressed, 1 when anything did, 2 for a file that is not a diffcore report.")
+    d.add_argument("before", metavar="BEFORE.json")
+    d.add_argument("after", metavar="AFTER.json")
+    d.add_argument("--all", action="store_true", help="list unchanged rows too")
+    _json_flag(d, "differences")
+    d.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    p.set_defaults(handler="report")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``diffcore`` argument parser (its errors raise ``UsageError``)."""
     from .. import __version__
 
     parser = _Parser(prog="diffcore", allow_abbrev=False,
                      description="Find where a converted model stops matching its original.",
-                     epilog="exit codes: 0 within tolerance, 1 diverged, 2 usage or input error, 3 internal "
-                            "error, 4 inconclusive (nothing decisive compared: no model output paired, or an "
-                            "output with no element finite on both sides)")
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog=_epilog("diffcore demo", "diffcore compare model.py:build model.onnx --json report.json",
+                                    "diffcore validate model.onnx --reference model.py:build",
+                                    "diffcore report diff before.json after.json"))
     parser.add_argument("--version", action="version", version=f"diffcore {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -273,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_env(sub)
     _add_golden(sub)
     _add_validate(sub)
+    _add_report(sub)
     return parser
 
 
@@ -286,6 +372,10 @@ def _run(args) -> int:
         from .demo_command import run_demo
 
         return run_demo(args)
+    if args.handler == "report":
+        from .report_commands import run_report
+
+        return run_report(args)
     if args.handler in ("env", "golden", "validate"):
         from . import deploy_commands
 

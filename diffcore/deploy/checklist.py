@@ -73,10 +73,15 @@ class ChecklistResult:
     created: str = ""
     findings: list = field(default_factory=list)  # what diffcore or a converter changed (diffcore/findings.py)
     schema_version: str = SCHEMA
+    strict: bool = False  # --strict: a skipped check fails the checklist (nothing unchecked ships)
 
     @property
     def passed(self) -> bool:
-        return not self.failures
+        return not self.failures and not (self.strict and self.skips)
+
+    @property
+    def skips(self) -> list:
+        return [r for r in self.rows if r.status == SKIP]
 
     def __bool__(self) -> bool:
         return self.passed
@@ -102,7 +107,8 @@ class ChecklistResult:
 
     def to_dict(self) -> dict:
         return {"schema_version": self.schema_version, "verdict": "pass" if self.passed else "fail",
-                "model": self.model, "created": self.created, "counts": self.counts(),
+                "model": self.model, "created": self.created, "counts": self.counts(), "strict": self.strict,
+                "skipped": [r.check for r in self.skips], "verdict_line": self.verdict_line(),
                 "checks": [r.to_dict() for r in self.rows], "findings": encode_nonfinite(self.findings),
                 "environment": self.environment}
 
@@ -111,7 +117,15 @@ class ChecklistResult:
 
     def to_text(self) -> str:
         """The checklist table (check, status, detail with the fix below it) and the verdict line."""
-        return render_table(self.rows) + "\n" + self._findings_block() + self.verdict_line() + "\n"
+        return (render_table(self.rows) + "\n" + self._findings_block() + self._skips_block()
+                + self.verdict_line() + "\n")
+
+    def _skips_block(self) -> str:
+        """Every skipped check with what would make it run: a skip is something not checked, never a pass."""
+        if not self.skips:
+            return ""
+        lines = [f"  - {r.check}: skipped — {r.fix or r.detail}" for r in self.skips]
+        return f"Not checked ({len(lines)}):\n" + "\n".join(lines) + "\n"
 
     def _findings_block(self) -> str:
         if not self.findings:
@@ -121,8 +135,14 @@ class ChecklistResult:
             "\n".join(lines) + "\n"
 
     def verdict_line(self) -> str:
+        """``VALIDATE PASS``/``FAIL`` with the counts, naming what was not checked: a PASS with skips says
+        so ("PASS (6 checks skipped: ...)"), and under ``strict`` the skips are the failure."""
         c = self.counts()
         word = "PASS" if self.passed else "FAIL"
+        if self.skips:
+            names = ", ".join(r.check for r in self.skips)
+            plural = "check" if len(self.skips) == 1 else "checks"
+            word += f" ({'strict: ' if self.strict else ''}{len(self.skips)} {plural} skipped: {names})"
         return f"VALIDATE {word}: {c[PASS]} passed, {c[FAIL]} failed, {c[SKIP]} skipped"
 
     def __str__(self) -> str:

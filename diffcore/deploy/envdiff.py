@@ -134,7 +134,8 @@ class EnvDiff:
         return text
 
     def to_dict(self) -> dict:
-        return {"labels": list(self.labels), "differences": [r.to_dict() for r in self.rows],
+        return {"schema_version": "diffcore.env-diff/1", "labels": list(self.labels),
+                "differences": [r.to_dict() for r in self.rows],
                 "numerics_relevant": len(self.numerics), "notes": list(self.notes)}
 
     def to_text(self, max_value: int = 48) -> str:

@@ -53,6 +53,8 @@ class GoldenResult:
         environment: EnvDiff, recorded -> here, numerics-relevant first.
         notes: things worth knowing that do not fail the check (a different model file, ...).
         golden: the Golden checked against.
+        checks: CheckRows of the recorded artifacts (same files?) and the golden texts' token ids (same
+            tokenization here?), as ``validate`` checks them; a failing one fails the golden check.
     """
 
     outputs: list
@@ -62,10 +64,12 @@ class GoldenResult:
     layers: object = None
     notes: list = field(default_factory=list)
     here: dict = field(default_factory=dict)
+    checks: list = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return all(o.passed for o in self.outputs) and (self.layers is None or self.layers.passed)
+        return (all(o.passed for o in self.outputs) and (self.layers is None or self.layers.passed)
+                and all(self.checks))
 
     def __bool__(self) -> bool:
         return self.passed
@@ -87,6 +91,9 @@ class GoldenResult:
                 text += f" (worst rel L2 {_pct(worst.stats.rel_l2)} % on {worst.name!r})"
         if self.layers is not None:
             text += "; per layer: " + _layers_summary(self.layers)
+        failed = [c for c in self.checks if not c]
+        if failed:
+            text += "; " + "; ".join(f"{c.check} FAIL: {c.detail}" for c in failed)
         text += "; " + self.environment.summary()
         return "; ".join([text] + [f"note: {n}" for n in self.notes])
 
@@ -99,7 +106,8 @@ class GoldenResult:
         return encode_nonfinite({"schema_version": "diffcore.golden-check/1", "verdict": "pass" if self.passed else "fail",
                          "model": self.model, "golden": self.golden.directory,
                          "recorded": self.golden.meta.get("created"), "outputs": [o.to_dict() for o in self.outputs],
-                         "layers": layers, "environment_diff": self.environment.to_dict(), "notes": self.notes,
+                         "layers": layers, "checks": [c.to_dict() for c in self.checks],
+                         "environment_diff": self.environment.to_dict(), "notes": self.notes,
                          "environment": self.here})
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -112,6 +120,10 @@ class GoldenResult:
                  f"Outputs ({len(self.outputs)}):", _outputs_table(self.outputs)]
         if self.layers is not None:
             lines += ["", "Per layer (recorded trace vs the model now): " + _layers_summary(self.layers)]
+        if self.checks:
+            from .checklist import render_table
+
+            lines += ["", "Recorded artifacts and token ids:", render_table(self.checks)]
         lines += ["", "Environment differences (recorded -> here), numerics-relevant first:",
                   self.environment.to_text()]
         lines += ["", f"GOLDEN {'PASS' if self.passed else 'FAIL'}: {self.summary()}", ""]
@@ -160,7 +172,8 @@ def _outputs_table(outputs) -> str:
 
 
 def check_golden(model, golden, *, atol=None, rtol=None, device: str = "cpu", providers=None,
-                 layers: bool = True, runner=None, key=None) -> GoldenResult:
+                 layers: bool = True, runner=None, key=None, artifacts=None,
+                 verify_artifacts: bool = True) -> GoldenResult:
     """Run ``model`` on the golden inputs here and compare with the golden outputs (and layers).
 
     Args:
@@ -172,6 +185,9 @@ def check_golden(model, golden, *, atol=None, rtol=None, device: str = "cpu", pr
         layers: with a recorded trace, also compare every layer (``diffcore.compare(trace, model)``).
         runner: an already opened Runner of ``model`` to use (left open).
         key: verify the golden's keyed seal with this key (default: $DIFFCORE_GOLDEN_KEY, if set).
+        artifacts: the files that travel with the model here (default: ``<model>.artifacts.json`` beside it).
+        verify_artifacts: check the recorded artifacts (same files) and token ids (same tokenization), as
+            ``validate`` does; validate itself passes False (it has its own rows for them).
 
     Returns:
         GoldenResult (truthy when it passes), with the environment differences recorded -> here.
@@ -195,6 +211,7 @@ def check_golden(model, golden, *, atol=None, rtol=None, device: str = "cpu", pr
         if opened and runner is not model:
             runner.close()
     notes = []
+    recorded_checks = _recorded_checks(golden, model, artifacts) if verify_artifacts else []
     checks = _compare_outputs(golden, live, atol, rtol, notes)
     notes += _model_notes(golden, model, kind)
     if "hmac" in golden.meta and resolve_key(key) is None:
@@ -202,7 +219,23 @@ def check_golden(model, golden, *, atol=None, rtol=None, device: str = "cpu", pr
                      "DIFFCORE_GOLDEN_KEY) to detect forgery, not only corruption")
     diff = env_diff(golden.environment, here, labels=("recorded", "here"))
     spec = model if isinstance(model, str) else type(model).__name__
-    return GoldenResult(checks, diff, golden, spec, report, notes, here)
+    return GoldenResult(checks, diff, golden, spec, report, notes, here, recorded_checks)
+
+
+def _recorded_checks(golden: Golden, model, artifacts) -> list:
+    """The artifact and token-id rows of validate, for what the golden recorded (nothing when it recorded
+    neither artifacts nor texts: those checks have nothing to compare)."""
+    import os
+
+    from .artifacts import check_artifacts, check_tokens, declared_artifacts
+
+    if not golden.artifacts and not golden.texts:
+        return []
+    declared = declared_artifacts(model if isinstance(model, (str, os.PathLike)) else None, artifacts)
+    rows = [check_artifacts(declared, golden.artifacts or [])]
+    if golden.texts:
+        rows.append(check_tokens(declared, golden.texts, golden.tokens))
+    return rows
 
 
 def _layer_report(golden: Golden, runner, atol, rtol):

@@ -20,7 +20,7 @@ from .. import env
 from .._deps import require
 from ..errors import DiffcoreError, format_choices
 from .artifacts import check_artifacts, check_tokens, declared_artifacts
-from .checklist import ChecklistResult, CheckRow, failed, passed, skipped
+from .checklist import FAIL, PASS, ChecklistResult, CheckRow, failed, passed, skipped
 from .export_checks import CHECK_AXES, check_export
 from .golden import GoldenIntegrityError, check_golden, load_golden
 from .loadguard import diagnose
@@ -87,12 +87,14 @@ def _unavailable(model, device: str, providers) -> str:
 
 
 def _target_gpu_missing(manifest: dict, target_gpu: str | None) -> str:
+    """"" when no target GPU was named or one whose name contains it is here (nvidia-smi / NVML, via the
+    environment manifest); else the failure's detail."""
     if not target_gpu:
         return ""
     names = [g.get("name", "") for g in (manifest.get("gpu") or {}).get("devices") or []]
     if any(target_gpu.lower() in n.lower() for n in names):
         return ""
-    return f"target GPU {target_gpu!r} is not on this machine (GPUs here: {', '.join(names) or 'none'})"
+    return f"no GPU named {target_gpu} here: found {', '.join(names) or 'none'}"
 
 
 def _nonfinite(outputs: dict) -> str:
@@ -118,6 +120,17 @@ class _Target:
         self.crashed = False  # a default ONNX Runtime session of the model crashed (in a child process)
 
     def check(self) -> CheckRow:
+        """The target-hardware row; naming a target GPU that is not here fails it (never a skip or a pass:
+        the model was not run where it will ship)."""
+        row = self._check()
+        missing = _target_gpu_missing(self.manifest, self.target_gpu)
+        if missing and row.status != FAIL:
+            ran = f"; the model {'ran' if row.status == PASS else 'was checked'} on {self._where()} instead"
+            return failed(CHECK_TARGET, missing + ran, f"run 'diffcore validate --target-gpu "
+                          f"{self.target_gpu}' on a machine with that GPU", **row.data)
+        return row
+
+    def _check(self) -> CheckRow:
         reason = _unavailable(self.model, self.device, self.providers)
         if reason:
             return skipped(CHECK_TARGET, reason, "run 'diffcore validate' on the target machine (with "
@@ -145,10 +158,6 @@ class _Target:
         if bad:
             return failed(CHECK_TARGET, f"runs on {self._where()}, but {bad}",
                           "find where NaN/Inf appear: diffcore compare REF MODEL --inputs ...")
-        missing = _target_gpu_missing(self.manifest, self.target_gpu)
-        if missing:
-            return skipped(CHECK_TARGET, f"{missing}; the model ran on {self._where()} instead",
-                           "run 'diffcore validate' on the target machine")
         return passed(CHECK_TARGET, f"loads and runs on {self._where()}: {self.runner.description}",
                       hardware=self._where())
 
@@ -229,7 +238,8 @@ def _conversion_row(reference, runner, sample, atol, rtol) -> CheckRow:
         return skipped(CHECK_CONVERSION, "no original model given", "give the original with --reference "
                        "(a torch factory file.py:factory, or the source .onnx)")
     if runner is None:
-        return skipped(CHECK_CONVERSION, "the model cannot run here (see 'target hardware')")
+        return skipped(CHECK_CONVERSION, "the model cannot run here (see 'target hardware')",
+                       "make the model run here (see 'target hardware'), or validate on the target machine")
     report = compare(reference, runner, sample, atol=atol, rtol=rtol)
     worst = max((o.rel_l2 for o in report.outputs), default=0.0)
     data = {"verdict": report.verdict, "summary": report.summary, "layers": len(report.layers),
@@ -252,7 +262,7 @@ def _golden_row(golden, golden_error, runner, model, atol, rtol) -> CheckRow:
     if runner is None:
         return skipped(CHECK_GOLDEN, "the model cannot run here (see 'target hardware')",
                        "run 'diffcore validate' on the target machine")
-    result = check_golden(model, golden, atol=atol, rtol=rtol, runner=runner)
+    result = check_golden(model, golden, atol=atol, rtol=rtol, runner=runner, verify_artifacts=False)
     data = result.to_dict()
     data.pop("environment", None)  # the checklist carries the manifest once
     if result.passed:
@@ -297,7 +307,7 @@ def _preflight(model, reference, atol, rtol) -> None:
 
 def validate(model, *, reference=None, golden=None, inputs=None, artifacts=None, device: str = "cpu",
              providers=None, target_gpu: str | None = None, atol=None, rtol=None,
-             target_opset: int | None = None, dynamic_axes=None) -> ChecklistResult:
+             target_opset: int | None = None, dynamic_axes=None, strict: bool = False) -> ChecklistResult:
     """Run the deployment checklist on ``model``.
 
     Args:
@@ -307,10 +317,11 @@ def validate(model, *, reference=None, golden=None, inputs=None, artifacts=None,
         inputs: sample inputs ({name: array} or .npz) when there is no golden.
         artifacts: files that travel with the model (default: ``<model stem>.artifacts.json`` beside it).
         device, providers: the target to run on (``device="cuda"`` means the CUDA provider for ONNX models).
-        target_gpu: a substring of the target GPU's name; skipped (not passed) on other machines.
+        target_gpu: a substring of the target GPU's name; the target check fails on machines without it.
         atol, rtol: tolerance for the comparisons (both or neither).
         target_opset: the highest opset the target runtime supports.
         dynamic_axes: {input: [axis, ...]} that must be dynamic (default: batch/sequence axes guessed).
+        strict: a skipped check fails the checklist (``--strict``).
 
     Returns:
         ChecklistResult: truthy when no check failed; ``rows`` in checklist order; ``to_dict()`` for JSON.
@@ -321,6 +332,7 @@ def validate(model, *, reference=None, golden=None, inputs=None, artifacts=None,
     """
     _preflight(model, reference, atol, rtol)
     if _is_onnx(model):
+        _quiet_onnxruntime()
         providers = _onnx_providers(device, providers)
     loaded, golden_error = _load(golden)
     declared = declared_artifacts(model, artifacts)
@@ -336,7 +348,17 @@ def validate(model, *, reference=None, golden=None, inputs=None, artifacts=None,
         if ref_runner is not None and ref_runner is not reference:
             ref_runner.close()
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    return ChecklistResult(rows, _spec_name(model), manifest, created, findings=findings)
+    return ChecklistResult(rows, _spec_name(model), manifest, created, findings=findings, strict=strict)
+
+
+def _quiet_onnxruntime() -> None:
+    """Keep ONNX Runtime's own coloured log off stderr: a failed check says what went wrong in its row, and
+    the checks provoke errors on purpose (growing dynamic axes). Only its fatal messages remain."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    onnxruntime.set_default_logger_severity(3)
 
 
 def _findings(runner, rows) -> list:

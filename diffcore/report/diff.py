@@ -156,19 +156,14 @@ def diff_reports(before, after) -> ReportDiff:
 
 
 def load_report(path):
-    """A DiffReport from a JSON file written by ``compare --json`` (DiffcoreError for anything else)."""
-    from pathlib import Path
+    """A DiffReport from a JSON file written by ``compare --json``, checked against the published report
+    schema (DiffcoreError, one line, for anything else)."""
+    from ..files import decode_nonfinite, read_json
+    from .model import DiffReport, check_report_document
 
-    from .model import DiffReport
-
-    file = Path(path)
-    if not file.is_file():
-        raise DiffcoreError(f"report not found: {file}")
+    what = f"report {path}"
+    data = check_report_document(read_json(path, "report"), what)
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DiffcoreError(f"cannot read report {file}: {exc}") from None
-    try:
-        return DiffReport.from_json(text)
+        return DiffReport.from_dict(decode_nonfinite(data))
     except (KeyError, TypeError, ValueError) as exc:
-        raise DiffcoreError(f"{file} is not a diffcore report: {exc}") from None
+        raise DiffcoreError(f"{path} is not a diffcore report: {exc}") from None

@@ -6,7 +6,6 @@ meaning or disappears; new fields may be added without a change.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 
 from ..files import decode_nonfinite, to_json
@@ -276,14 +275,15 @@ class DiffReport:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> DiffReport:
-        from ..errors import DiffcoreError
+    def from_json(cls, text: str, what: str = "report") -> DiffReport:
+        """A report from ``to_json`` text, checked against the published schema (diffcore/schemas/report.json).
 
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DiffcoreError(f"not a diffcore report (invalid JSON: {exc})") from None
-        return cls.from_dict(decode_nonfinite(data))
+        Raises:
+            DiffcoreError: not JSON, another report schema version, or not valid under the schema.
+        """
+        from ..files import parse_json
+
+        return cls.from_dict(decode_nonfinite(check_report_document(parse_json(text, what), what)))
 
     # ---- views (report/text.py, report/html.py, report/plot.py) ------------------------------------------
     def to_text(self, max_rows: int | None = 60, *, width: int | None = None, wide: bool = False,
@@ -336,3 +336,18 @@ class DiffReport:
         from .plot import plot_depth
 
         return plot_depth(self, ax=ax, metric=metric)
+
+
+def check_report_document(data, what: str = "report"):
+    """``data`` when it is a diffcore.report/1 document valid under its schema; DiffcoreError otherwise (one
+    line: not a report, written by another diffcore version, or the first schema problem)."""
+    from ..errors import DiffcoreError
+    from ..schemas import validate
+
+    if not isinstance(data, dict) or "schema_version" not in data:
+        raise DiffcoreError(f"{what} is not a diffcore report (no schema_version)")
+    if data["schema_version"] != SCHEMA_VERSION:
+        raise DiffcoreError(f"{what} has report schema {data['schema_version']!r}, not {SCHEMA_VERSION!r}: "
+                            "written by another diffcore version (or not a report)")
+    validate(data, "report", what)
+    return data

@@ -56,6 +56,11 @@ def test_a_clean_comparison_exits_0_and_writes_json_and_html(files, capsys, tmp_
     data = json.loads(out_json.read_text())
     assert data["verdict"] == "pass" and data["first_divergence"] is None and data["outputs"]
     assert "<table" in out_html.read_text()
+    # re-running the command replaces diffcore's own earlier report, with a note (issue 17)
+    code, _, err = run_cli(capsys, "compare", files["onnx"], files["onnx"], "--inputs", files["inputs"], "--json", out_json)
+    assert code == 0 and f"replaced the previous report {out_json}" in err
+    # a file diffcore did not write is still never replaced without --force (issue 10)
+    out_json.write_text('{"mine": 1}')
     code, _, err = run_cli(capsys, "compare", files["onnx"], files["onnx"], "--inputs", files["inputs"], "--json", out_json)
     assert code == 2 and "already exists" in one_error_line(err)
 

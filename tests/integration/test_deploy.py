@@ -353,19 +353,76 @@ def _has_cuda_provider() -> bool:
 
 
 @pytest.mark.skipif(_has_cuda_provider(), reason="this machine has the CUDA provider: the target is here")
-def test_a_target_that_is_not_here_is_skipped_with_the_reason_never_passed(world, capsys, tmp_path):
+def test_a_provider_that_is_not_here_is_skipped_with_the_reason_never_passed(world, capsys, tmp_path):
     result = deploy.validate(world["onnx"], golden=world["golden"], providers=["CUDAExecutionProvider"])
     target = result.row("target hardware")
     assert target.status == "skip" and "'CUDAExecutionProvider' not available here" in target.detail
     assert result.row("golden set").status == "skip"  # cannot run where the target is not
     out_file = tmp_path / "v.json"
-    code, out, _ = run_cli(capsys, "validate", world["onnx"], "--golden", world["golden"], "--target-gpu", "NoSuchGPU",
-                       "--out", out_file)
-    assert code == 0 and re.search(r"target hardware\s+SKIP\s+target GPU .NoSuchGPU. is not on this machine", out)
+    code, out, _ = run_cli(capsys, "validate", world["onnx"], "--golden", world["golden"], "--providers",
+                           "CUDAExecutionProvider", "--out", out_file)
+    assert code == 0 and re.search(r"target hardware\s+SKIP\s+.*not available here", out)
+    assert re.search(r"VALIDATE PASS \(\d checks skipped: matches original, target hardware, golden set", out)
     saved = json.loads(out_file.read_text())
     assert saved["counts"]["skip"] >= 1 and saved["environment"]["schema"] == "diffcore.env/1"
+    assert "target hardware" in saved["skipped"]
+    out_file.write_text("my notes")  # not a document diffcore wrote: never replaced without --force
     code, _, err = run_cli(capsys, "validate", world["onnx"], "--out", out_file)
     assert code == 2 and "already exists" in one_error_line(err)
+
+
+def _gpu_names() -> list:
+    from diffcore import env
+
+    return [g.get("name", "") for g in (env.collect().get("gpu") or {}).get("devices") or []]
+
+
+@pytest.mark.skipif(any("H200" in n for n in _gpu_names()), reason="an H200 is here")
+def test_a_target_gpu_that_is_absent_fails_the_target_check(world, capsys):
+    found = ", ".join(_gpu_names()) or "none"
+    code, out, _ = run_cli(capsys, "validate", world["onnx"], "--golden", world["golden"], "--target-gpu", "H200")
+    assert code == 1
+    assert re.search(rf"target hardware\s+FAIL\s+no GPU named H200 here: found {re.escape(found)}", out)
+    assert "VALIDATE FAIL" in out
+
+
+def test_validate_alone_names_every_check_it_skipped_and_strict_fails_on_them(world, capfd):
+    from diffcore.cli import main
+
+    code = main(["validate", world["fixed"]])
+    out, err = capfd.readouterr()
+    assert code == 1  # the fixed export fails its dynamic-axes check
+    # ONNX Runtime's own (coloured) error log of the provoked failures stays off stderr
+    assert "onnxruntime" not in err and "\x1b[" not in err, err
+    code = main(["validate", world["onnx"]])
+    out, err = capfd.readouterr()
+    assert code == 0 and "onnxruntime" not in err
+    line = out.strip().splitlines()[-1]
+    assert re.fullmatch(r"VALIDATE PASS \((\d) checks skipped: matches original, .*golden set.*\): \d passed, 0 "
+                        r"failed, \1 skipped", line), line
+    assert re.search(r"Not checked \(\d\):\n(  - .*\n)*  - golden set: skipped — record one .* pass --golden DIR",
+                     out)
+    code = main(["validate", world["onnx"], "--strict", "--quiet"])
+    out, _ = capfd.readouterr()
+    assert code == 1 and re.fullmatch(r"VALIDATE FAIL \(strict: \d checks skipped: [^)]*\): .*\n", out)
+
+
+def test_golden_check_fails_when_the_tokenizer_maps_two_tokens_the_other_way(world, tmp_path, capsys):
+    data = json.loads((world["folder"] / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    vocab["hello"], vocab["world"] = vocab["world"], vocab["hello"]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data))
+    shutil.copy(world["folder"] / "vocab.txt", tmp_path / "vocab.txt")
+    code, out, _ = run_cli(capsys, "golden", "check", world["onnx"], world["golden"], "--no-layers")
+    assert code == 0 and re.search(r"artifacts\s+PASS", out) and re.search(r"tokenizer\s+PASS", out)
+    code, out, _ = run_cli(capsys, "golden", "check", world["onnx"], world["golden"], "--no-layers",
+                           "--artifacts", tmp_path / "tokenizer.json", tmp_path / "vocab.txt")
+    assert code == 1 and re.search(r"artifacts\s+FAIL", out) and re.search(r"tokenizer\s+FAIL", out)
+    assert "GOLDEN FAIL" in out and "tokenizer FAIL" in out
+    code, out, _ = run_cli(capsys, "golden", "check", world["onnx"], world["golden"], "--no-layers", "--json", "-",
+                           "--artifacts", tmp_path / "tokenizer.json", tmp_path / "vocab.txt")
+    checks = {c["check"]: c["status"] for c in json.loads(out)["checks"]}
+    assert code == 1 and checks == {"artifacts": "fail", "tokenizer": "fail"}
 
 
 def test_validate_usage_errors_are_one_line(world, capsys, tmp_path):
@@ -401,3 +458,11 @@ def test_a_nan_output_fails_and_the_json_stays_strict(world, tmp_path, capsys):
     checks = {c["check"]: c for c in json.loads(out_file.read_text())["checks"]}
     assert code == 1 and checks["target hardware"]["status"] == "fail" and "NaN/Inf" in \
         checks["target hardware"]["detail"] and checks["golden set"]["status"] == "fail"
+
+
+def test_validate_json_dash_prints_the_checklist_and_moves_the_table_to_stderr(world, capsys):
+    code, out, err = run_cli(capsys, "validate", world["onnx"], "--golden", world["golden"], "--json", "-")
+    data = json.loads(out)
+    assert code == 0 and data["schema_version"] == "diffcore.validate/1" and data["skipped"] == [
+        "matches original"] and data["verdict_line"].startswith("VALIDATE PASS (1 check skipped: matches original)")
+    assert re.search(r"check\s+status\s+detail", err) and "VALIDATE PASS" in err

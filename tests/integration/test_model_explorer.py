@@ -89,3 +89,27 @@ def test_a_model_that_is_not_the_compared_one_is_refused(exported, tmp_path):
     onnx.save(onnx.helper.make_model(graph), str(other))
     with pytest.raises(diffcore.DiffcoreError, match="no compared row"):
         write_model_explorer(report, str(other), tmp_path / "x.json")
+
+
+def test_cli_model_explorer_writes_node_data_for_the_onnx_test_side(exported, tmp_path, capsys):
+    """``compare REF TEST --model-explorer FILE``: TEST is ONNX, so its graph is annotated; re-running the
+    command replaces diffcore's own earlier file without --force."""
+    import numpy as np
+
+    from diffcore.cli import main
+
+    _, good, bad, inputs = exported
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    target = tmp_path / "nodes.json"
+    argv = ["compare", good, bad, "--inputs", str(tmp_path / "inputs.npz"), "--model-explorer", str(target)]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert "first divergence" in out
+    assert f"wrote Model Explorer node data {target}" in err and "of TEST" in err
+    (graph_id, graph), = _read_back(target).graphsData.items()
+    assert STATUS_COLORS["diverged"] in {r.bgColor for r in graph.results.values()}
+    assert set(graph.results) <= _adapter_node_ids(bad)
+    assert main([*argv, "--quiet"]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith("diffcore: FAIL: first divergence at ") and len(out.splitlines()) == 1
+    assert f"replaced the previous Model Explorer node data {target}" in err

@@ -72,7 +72,7 @@ def inputs_file(tmp_path):
     (["compare", SPEC, SPEC, "--atol", "-1", "--rtol", "0"], "must be a finite number >= 0"),
     (["compare", SPEC, SPEC, "--device", "tpu"], "expected cpu, cuda or cuda:N"),
     (["compare", SPEC, SPEC, "--backend", "fortran"], "argument --backend: invalid choice"),
-    (["capture", SPEC, "--out", "t.npz"], "required: --inputs"),
+    (["capture", SPEC], "required: --out"),
 ])
 def test_usage_errors_exit_2_with_one_line(capsys, argv, pattern):
     code, out, err = run(capsys, *argv)

@@ -32,7 +32,8 @@ def _schemas() -> list:
 
 
 def test_every_schema_is_shipped_and_is_valid_json():
-    assert _schemas() == ["artifacts", "environment", "golden", "trace"]
+    assert _schemas() == ["artifacts", "env-diff", "environment", "golden", "golden-check", "report", "report-diff",
+                          "trace", "validate"]
     for name in _schemas():
         json.loads(resources.files("diffcore.schemas").joinpath(f"{name}.json").read_text())
 
