@@ -2,11 +2,15 @@
 
     python docs/screenshots.py [--chromium /usr/bin/chromium]
 
+notebook.png: docs/notebook.ipynb (a comparison in a notebook: the report's HTML view, the first divergence,
+the table as a DataFrame, the plot) executed with nbclient, exported with nbconvert and shown in Chromium.
+
 model-explorer.png: a 3-block MLP exported to ONNX with one weight planted wrong (blocks.1.down x1.5),
 compared with diffcore, its node data (``write_model_explorer``) opened in Model Explorer (the
 ``model-explorer`` server with the model-explorer-onnx adapter), all layers expanded, zoomed on the first
 divergence. Needs: ai-edge-model-explorer, model-explorer-onnx, playwright (its Python package only:
-it drives the system's Chromium, no browser download).
+it drives the system's Chromium, no browser download); for the notebook nbclient, nbformat, ipykernel,
+nbconvert, pandas and matplotlib.
 """
 from __future__ import annotations
 
@@ -104,11 +108,50 @@ def model_explorer_shot(chromium: str, out: Path) -> None:
     print(f"wrote {out}: {report.summary}")
 
 
+NOTEBOOK_CELLS = [
+    "import diffcore\nfrom diffcore.demo import overflowing_transformer\n\n"
+    "model = overflowing_transformer()            # a small transformer; its final RMSNorm squares in float16\n"
+    "inputs = {k: v.numpy() for k, v in model.example_inputs().items()}\n"
+    "report = diffcore.compare(model, model, inputs, test_dtype=\"float16\")\nreport",
+    "report.first_divergence",
+    "report.to_dataframe().head(6)",
+    "report.plot();",
+]
+
+
+def notebook_shot(chromium: str, out: Path) -> None:
+    """Execute docs/notebook.ipynb, export it to HTML and screenshot the page."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+    from playwright.sync_api import sync_playwright
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in NOTEBOOK_CELLS])
+    NotebookClient(notebook, timeout=600, kernel_name="python3").execute()
+    nbformat.write(notebook, str(HERE / "notebook.ipynb"))
+    html, _ = HTMLExporter().from_notebook_node(notebook)
+    with tempfile.TemporaryDirectory() as tmp:
+        page_path = Path(tmp) / "notebook.html"
+        page_path.write_text(html, encoding="utf-8")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1280, "height": 1600})
+            page.goto(page_path.as_uri())
+            page.wait_for_timeout(2000)
+            page.screenshot(path=str(out), full_page=True)
+            browser.close()
+    print(f"wrote {out} and {HERE / 'notebook.ipynb'}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--only", choices=("notebook", "model-explorer"))
     args = parser.parse_args(argv)
-    model_explorer_shot(args.chromium, HERE / "model-explorer.png")
+    if args.only != "model-explorer":
+        notebook_shot(args.chromium, HERE / "notebook.png")
+    if args.only != "notebook":
+        model_explorer_shot(args.chromium, HERE / "model-explorer.png")
     return 0
 
 
