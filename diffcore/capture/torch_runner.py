@@ -437,6 +437,8 @@ class TorchRunner(Runner):
         with _eval_mode(module), torch.no_grad(), self._autocast(), hooks:
             try:
                 return module(*args, **kwargs)
+            except _CallbackFailed as failed:  # the caller's callback failed, not the model: its own error
+                raise failed.error from None
             except Exception as exc:
                 raise hooks.error(exc) from exc
 
@@ -502,13 +504,13 @@ class TorchRunner(Runner):
         def on_output(key, call, path, module, tensor):
             if key in wanted:
                 found.add(key)
-                on_value(key, tensor, False)
+                _callback(on_value, key, tensor, False)
 
         def on_inputs(call, args, kwargs):
             seen.append(call)
             if call in wanted_calls:
                 found_calls.add(call)
-                on_call(call, args, kwargs)
+                _callback(on_call, call, args, kwargs)
 
         hooks = _Hooks(self.module, on_inputs=on_inputs if wanted_calls else None, on_output=on_output)
         output = self._forward(inputs, hooks)
@@ -615,6 +617,22 @@ class TorchRunner(Runner):
 
     def close(self) -> None:
         """Nothing to release: the module (or its copy) is freed with the runner."""
+
+
+class _CallbackFailed(Exception):
+    """A ``visit`` callback raised inside a hook: ``_call`` re-raises ``error`` as is, not as a failure of the
+    model's forward."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _callback(fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception as exc:
+        raise _CallbackFailed(exc) from exc
 
 
 def _opaque_warning(path: str, name: str) -> str:

@@ -69,3 +69,14 @@ def test_recorded_inputs_reuse_a_stored_output_unless_changed_in_place():
         assert torch.equal(args[0], out) and kwargs == {"x": 1}
         args[0].zero_()  # a module re-run in place changes a copy, not the store
         assert torch.equal(store.calls()["c"][0][0], out)
+
+
+def test_a_statistics_error_in_the_test_hooks_is_raised_as_itself_not_as_a_forward_failure(monkeypatch):
+    import diffcore.comparison as comparison
+
+    def broken(*args, **kwargs):
+        raise diffcore.DiffcoreError("statistics backend exploded")
+
+    monkeypatch.setattr(comparison, "drift_many", broken)
+    with pytest.raises(diffcore.DiffcoreError, match=r"^statistics backend exploded$"):
+        diffcore.compare(models.stack(), models.stack(), models.stack_inputs())
