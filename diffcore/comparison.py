@@ -323,7 +323,9 @@ def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, tes
         backend: statistics backend (``auto`` follows the data).
         local: "auto", "all" or "none": where to compute local errors (diffcore/local.py).
         memory_budget_mb: MiB of tensors (both sides) captured at once; larger comparisons run in chunks,
-            each one run of its part of each model. Peak memory is about 3x this plus the models.
+            each one run of its part of each model (torch vs torch runs each side once whatever the budget,
+            holding the reference's values past it in a temporary file). Peak memory is about 3x this plus
+            the models.
         progress: show a progress bar over chunks (needs tqdm).
 
     Returns:
