@@ -60,7 +60,9 @@ class SpillStore:
     # ---- writing -----------------------------------------------------------------------------------------
     def put(self, key: str, tensor, is_output: bool = False) -> None:
         """Keep a copy of ``tensor`` (a live value of the forward) under ``key``."""
-        self._live[id(tensor)] = (weakref.ref(tensor), tensor._version, key)
+        version = _version(tensor)
+        if version is not None:
+            self._live[id(tensor)] = (weakref.ref(tensor), version, key)
         self._keep(key, tensor)
 
     def put_call(self, call: str, args, kwargs) -> None:
@@ -86,7 +88,7 @@ class SpillStore:
 
     def _input_key(self, tensor, call) -> str:
         live = self._live.get(id(tensor))
-        if live is not None and live[0]() is tensor and live[1] == tensor._version:
+        if live is not None and live[0]() is tensor and live[1] == _version(tensor):
             return live[2]
         self._count += 1
         key = f"\0input:{call}:{self._count}"
@@ -154,6 +156,14 @@ class SpillStore:
         if isinstance(value, dict):
             return {k: self._restore(v, memo) for k, v in value.items()}
         return value
+
+
+def _version(tensor):
+    """The tensor's in-place version counter; None where it has none (inference-mode tensors)."""
+    try:
+        return tensor._version
+    except RuntimeError:
+        return None
 
 
 class _Calls(Mapping):

@@ -80,3 +80,13 @@ def test_a_statistics_error_in_the_test_hooks_is_raised_as_itself_not_as_a_forwa
     monkeypatch.setattr(comparison, "drift_many", broken)
     with pytest.raises(diffcore.DiffcoreError, match=r"^statistics backend exploded$"):
         diffcore.compare(models.stack(), models.stack(), models.stack_inputs())
+
+
+def test_inference_mode_tensors_without_a_version_counter_are_copied_not_referenced():
+    with torch.inference_mode():
+        out = torch.randn(4)
+    with SpillStore(1 << 20) as store:
+        store.put("a", out)
+        store.put_call("b", (out,), {})
+        assert store.used == 2 * out.numel() * out.element_size()
+        assert torch.equal(store.calls()["b"][0][0], out)
