@@ -108,7 +108,7 @@ class SpillStore:
         import torch
 
         if self._file is None:
-            self._file = tempfile.TemporaryFile(prefix="diffcore-spill-")
+            self._file = tempfile.TemporaryFile(prefix="diffcore-spill-")  # noqa: SIM115 (closed by close())
         host = tensor.detach().to("cpu").contiguous().reshape(-1)
         self._file.seek(0, 2)
         offset = self._file.tell()

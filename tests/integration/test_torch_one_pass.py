@@ -72,7 +72,7 @@ def test_recorded_inputs_reuse_a_stored_output_unless_changed_in_place():
 
 
 def test_a_statistics_error_in_the_test_hooks_is_raised_as_itself_not_as_a_forward_failure(monkeypatch):
-    import diffcore.comparison as comparison
+    from diffcore import comparison
 
     def broken(*args, **kwargs):
         raise diffcore.DiffcoreError("statistics backend exploded")
