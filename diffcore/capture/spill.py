@@ -177,6 +177,9 @@ class _Calls(Mapping):
             raise KeyError(call)
         return self._store.call(call)
 
+    def __contains__(self, call) -> bool:  # without reading the tensors back (Mapping's would)
+        return call in self._store._calls
+
     def __iter__(self):
         return iter(self._store._calls)
 
