@@ -24,6 +24,7 @@ from .progress import as_progress
 from .report.model import DiffReport, LayerRow, Unmatched
 from .spec import open_runner
 from .stats.exact import exact_compare, is_exact_dtype
+from .torch_pass import streams, torch_rows
 
 __all__ = ["compare"]
 
@@ -89,6 +90,7 @@ class _Comparison:
         self.timings: dict[str, float] = {}
         self.warnings: list[str] = []
         self.unmatched: list[Unmatched] = []
+        self.hooked: dict = {}  # id(runner) -> model outputs of a hooked pass this comparison ran
 
     def _timed(self, name, fn, *args, **kwargs):
         start = time.perf_counter()
@@ -141,7 +143,8 @@ class _Comparison:
         test_vals = self._timed("capture", self.test.outputs, test_feed)
         for runner, feed, plain in ((self.ref, ref_feed, ref_vals), (self.test, test_feed, test_vals)):
             if hasattr(runner, "check_hooks"):
-                self._timed("capture", runner.check_hooks, feed, plain)
+                hooked = self.hooked.get(id(runner))  # a hooked pass already run gives its outputs
+                self._timed("capture", runner.check_hooks, feed, plain, *([hooked] if hooked else []))
         ref_by_key = {p.ref.key: _output_value(ref_vals, p.ref) for p in pairs}
         test_by_key = {p.test.key: _output_value(test_vals, p.test) for p in pairs}
         return self._pair_rows(pairs, ref_by_key, test_by_key)
@@ -160,6 +163,8 @@ class _Comparison:
     def _rows(self, pairs, ref_feed, test_feed) -> dict:
         """Statistics (and, where they can be computed from the same captures, local errors) of every
         pair, capturing chunk by chunk so memory stays within the budget."""
+        if streams(self.ref, self.test):  # torch vs torch: one forward per side (torch_pass.py)
+            return torch_rows(self, pairs, ref_feed, test_feed)
         rows = {}
         for chunk in self._chunks(pairs):
             rows.update(self._chunk_rows(chunk, ref_feed, test_feed, rows))
@@ -313,7 +318,9 @@ def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, tes
         backend: statistics backend (``auto`` follows the data).
         local: "auto", "all" or "none": where to compute local errors (diffcore/local.py).
         memory_budget_mb: MiB of tensors (both sides) captured at once; larger comparisons run in chunks,
-            each one run of its part of each model. Peak memory is about 3x this plus the models.
+            each one run of its part of each model (torch vs torch runs each side once whatever the budget,
+            holding the reference's values past it in a temporary file). Peak memory is about 3x this plus
+            the models.
         progress: bars over the phases (load, probe, capture, local errors) with tqdm.auto; None shows them
             where a person is watching (stderr a terminal, or a notebook), False never (diffcore/progress.py).
 

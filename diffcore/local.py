@@ -69,6 +69,7 @@ class LocalComputer:
         self.kinds = (ref.kind, test.kind)
         self.match = match
         self.calls = {call_key(p.ref) for p in match.pairs if p.method == "module-scope"}
+        self.recorded = None  # {call: (args, kwargs)} recorded already (torch vs torch), else None
 
     @property
     def test_to_ref(self) -> dict:
@@ -146,6 +147,10 @@ class LocalComputer:
                     row.notes.append(NOT_COMPUTED + why)
 
     # ---- torch vs torch ----------------------------------------------------------------------------------
+    def torch_calls(self, pairs) -> list:
+        """The reference module calls whose inputs the torch-vs-torch local errors of ``pairs`` re-run."""
+        return list(dict.fromkeys(call_key(p.ref) for p in pairs if p.method != "output" and p.ref.module))
+
     def _torch_torch(self, pairs, ref_feed) -> dict:
         by_call = {}
         for pair in pairs:
@@ -153,7 +158,9 @@ class LocalComputer:
                 by_call.setdefault(call_key(pair.ref), []).append(pair)
             elif pair.method == "output":
                 self._skip([pair], _OUTPUT_REASON)
-        recorded = self.ref.capture_inputs(ref_feed, list(by_call))
+        # inputs recorded in the comparison's one reference pass (comparison.py), else one forward now
+        recorded = self.recorded if self.recorded is not None else self.ref.capture_inputs(ref_feed,
+                                                                                            list(by_call))
         test_dtype, ref_dtype = _torch_dtype(self.test.dtype), _torch_dtype(self.ref.dtype)
         out = {}
         for call, group in by_call.items():

@@ -437,6 +437,8 @@ class TorchRunner(Runner):
         with _eval_mode(module), torch.no_grad(), self._autocast(), hooks:
             try:
                 return module(*args, **kwargs)
+            except _CallbackFailed as failed:  # the caller's callback failed, not the model: its own error
+                raise failed.error from None
             except Exception as exc:
                 raise hooks.error(exc) from exc
 
@@ -476,20 +478,51 @@ class TorchRunner(Runner):
         Raises:
             DiffcoreError: a key that is no probe of this run (the message lists the probes).
         """
-        wanted, got = set(keys), {}
+        got: dict = {}
+
+        def keep(key, tensor, is_output=False):
+            got[key] = tensor if is_output else _detached_clone(tensor)
+
+        self.visit(inputs, keys, keep)
+        return {key: got[key] for key in keys}
+
+    def visit(self, inputs: Mapping, keys: Collection[str], on_value, calls: Collection[str] = (),
+              on_call=None) -> list:
+        """One forward handing each ``keys`` probe to ``on_value(key, tensor, is_output)`` as soon as it is
+        produced, and the inputs of each ``calls`` module call to ``on_call(call, args, kwargs)`` before it
+        runs. The tensors are the live ones (valid during the callback: clone to keep them), so a caller can
+        reduce a value the moment it exists instead of holding every probe of the pass.
+
+        Returns:
+            The model outputs of this hooked pass, detached (what ``check_hooks`` compares).
+
+        Raises:
+            DiffcoreError: a key or call that is not in this run (the message lists what is).
+        """
+        wanted, found, wanted_calls, found_calls, seen = set(keys), set(), set(calls), set(), []
 
         def on_output(key, call, path, module, tensor):
             if key in wanted:
-                got[key] = _detached_clone(tensor)
+                found.add(key)
+                _callback(on_value, key, tensor, False)
 
-        hooks = _Hooks(self.module, on_output=on_output)
+        def on_inputs(call, args, kwargs):
+            seen.append(call)
+            if call in wanted_calls:
+                found_calls.add(call)
+                _callback(on_call, call, args, kwargs)
+
+        hooks = _Hooks(self.module, on_inputs=on_inputs if wanted_calls else None, on_output=on_output)
         output = self._forward(inputs, hooks)
-        for key, _, tensor in self._model_outputs(output, hooks):
+        outputs = self._model_outputs(output, hooks)
+        for key, _, tensor in outputs:
             hooks.keys.append(key)
             if key in wanted:
-                got[key] = tensor.detach()
-        _check_found(wanted, got, hooks.keys, self.name, "probe")
-        return {key: got[key] for key in keys}
+                found.add(key)
+                on_value(key, tensor.detach(), True)
+        _check_found(wanted, dict.fromkeys(found), hooks.keys, self.name, "probe")
+        _check_found(wanted_calls, dict.fromkeys(found_calls), seen, self.name, "module call")
+        return [t.detach() for _, _, t in outputs]
 
     def capture_inputs(self, inputs: Mapping, keys: Collection[str], sources: dict | None = None) -> dict:
         """One forward keeping detached clones of the inputs of the given module calls.
@@ -565,16 +598,17 @@ class TorchRunner(Runner):
             raise
         return {key: tensor.detach() for key, tensor in flatten_outputs("output", output)}
 
-    def check_hooks(self, inputs: Mapping, plain: Mapping | None = None) -> str:
-        """Run once with a hook on every module and compare the model outputs with the unhooked run's
-        (``plain``, else computed). A hook-free forward can differ when a module changes behaviour under
+    def check_hooks(self, inputs: Mapping, plain: Mapping | None = None, hooked: list | None = None) -> str:
+        """Run once with a hook on every module (or take ``hooked``, the outputs of such a run) and compare the
+        model outputs with the unhooked run's (``plain``, else computed). A hook-free forward can differ when a module changes behaviour under
         hooks (e.g. a fast path that hooks disable); then the captured layers come from another computation.
 
         Returns:
             "" when the outputs are bitwise equal, else the warning (also appended to ``self.warnings``).
         """
-        hooks = _Hooks(self.module)
-        hooked = [t.detach() for _, _, t in self._model_outputs(self._forward(inputs, hooks), hooks)]
+        if hooked is None:  # else the outputs of a hooked pass already run (``visit``)
+            hooks = _Hooks(self.module)
+            hooked = [t.detach() for _, _, t in self._model_outputs(self._forward(inputs, hooks), hooks)]
         plain = list((plain if plain is not None else self.outputs(inputs)).values())
         message = hooks_change(self.name, hooked, plain)
         if message and message not in self.warnings:
@@ -583,6 +617,22 @@ class TorchRunner(Runner):
 
     def close(self) -> None:
         """Nothing to release: the module (or its copy) is freed with the runner."""
+
+
+class _CallbackFailed(Exception):
+    """A ``visit`` callback raised inside a hook: ``_call`` re-raises ``error`` as is, not as a failure of the
+    model's forward."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _callback(fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception as exc:
+        raise _CallbackFailed(exc) from exc
 
 
 def _opaque_warning(path: str, name: str) -> str:
