@@ -20,7 +20,7 @@ is re-run depends on the sides:
 from __future__ import annotations
 
 from .errors import DiffcoreError
-from .local_scope import ScopeFeeder
+from .local_scope import ScopeFeeder, flat_tensors
 
 NOT_COMPUTED = "local error not computed: "  # how a row's note gives the reason (the report views list them)
 _OUTPUT_REASON = "a model output is compared end to end; the layer that computes it carries the local error"
@@ -37,13 +37,11 @@ def call_key(probe) -> str:
 
 def _cast_floats(value, torch_dtype):
     """``value`` (tensor / tuple / list / dict of them) with floating tensors cast to ``torch_dtype``."""
-    if hasattr(value, "is_floating_point"):
-        return value.to(torch_dtype) if value.is_floating_point() and torch_dtype is not None else value
-    if isinstance(value, (tuple, list)):
-        return type(value)(_cast_floats(v, torch_dtype) for v in value)
-    if isinstance(value, dict):
-        return {k: _cast_floats(v, torch_dtype) for k, v in value.items()}
-    return value
+    if torch_dtype is None:
+        return value
+    from .capture.torch_hooks import map_floats
+
+    return map_floats(value, lambda t: t.to(torch_dtype))
 
 
 def _torch_dtype(name):
@@ -302,18 +300,8 @@ def _dtype_name(value) -> str:
 
 def _rounding_overflows(original, rounded) -> bool:
     """True when rounding made a finite input non-finite (e.g. 1e5 cast to float16)."""
-    for a, b in zip(_flat_tensors(original), _flat_tensors(rounded)):
+    for a, b in zip(flat_tensors(original), flat_tensors(rounded)):
         if a.is_floating_point() and bool((a.isfinite() & ~b.isfinite()).any()):
             return True
     return False
 
-
-def _flat_tensors(value):
-    if hasattr(value, "is_floating_point"):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _flat_tensors(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _flat_tensors(v)

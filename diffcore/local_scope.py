@@ -101,7 +101,7 @@ class ScopeFeeder:
                 module reads like one, shape and all).
         """
         values, behind = {}, {}
-        free = _distinct(_flat_tensors((args, kwargs)))
+        free = _distinct(flat_tensors((args, kwargs)))
         pending = []
         for name in self.test.graph.scope_entries(scope):
             value = self._reference_value(name)
@@ -156,15 +156,16 @@ class ScopeFeeder:
 
 
 # ---- argument matching ---------------------------------------------------------------------------------
-def _flat_tensors(value):
+def flat_tensors(value):
+    """The tensors in ``value`` (a tensor, or tuples / lists / dicts of them), depth first."""
     if hasattr(value, "is_floating_point"):
         yield value
     elif isinstance(value, (tuple, list)):
         for v in value:
-            yield from _flat_tensors(v)
+            yield from flat_tensors(v)
     elif isinstance(value, dict):
         for v in value.values():
-            yield from _flat_tensors(v)
+            yield from flat_tensors(v)
 
 
 def _distinct(tensors) -> list:

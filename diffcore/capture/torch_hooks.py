@@ -71,6 +71,11 @@ def _map_tensors(value, fn, memo: dict | None = None):
     return value
 
 
+def map_floats(value, fn):
+    """``value`` with every floating tensor replaced by ``fn(tensor)`` (others kept), aliasing preserved."""
+    return _map_tensors(value, lambda t: fn(t) if t.is_floating_point() else t)
+
+
 def _detached_clone(tensor):
     # A clone, not a view: in-place ops later in the forward (ReLU(inplace=True), x += ...) would change it.
     return tensor.detach().clone()

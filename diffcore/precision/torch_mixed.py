@@ -18,15 +18,9 @@ __all__ = ["TorchTarget"]
 
 def _map(value, fn):
     """``value`` with every floating tensor replaced by ``fn(tensor)`` (tuples, lists and dicts walked)."""
-    import torch
+    from ..capture.torch_hooks import map_floats
 
-    if isinstance(value, torch.Tensor):
-        return fn(value) if value.is_floating_point() else value
-    if isinstance(value, (tuple, list)):
-        return type(value)(_map(v, fn) for v in value)
-    if isinstance(value, dict):
-        return {k: _map(v, fn) for k, v in value.items()}
-    return value
+    return map_floats(value, fn)
 
 
 def _first_float_dtype(value):
