@@ -12,7 +12,9 @@ By the triangle inequality ``rel_l2 - local`` is a lower bound of the carried pa
 overstates an amplification; a gain of 1 passes the error on unchanged, below 1 damps it (a ReLU, a
 softmax over small logits), far above 1 amplifies it (a LayerNorm over a near-constant row, a softmax over
 large logits, a division by a small number). No gain is given where ``e_in`` is unknown, or below
-``MIN_INPUT_ERROR`` (nothing arrived to amplify), or where the local error is unknown.
+``MIN_INPUT_ERROR`` (nothing arrived to amplify), where the local error is unknown, or where the layer's
+output has NaN/Inf the reference has not (its errors then cover a finite subset only: an overflow is
+reported as such, ranges.py).
 
 Where ``e_in`` comes from:
 
@@ -132,7 +134,8 @@ def apply(pairs, rows, ref, test, ref_feed, test_feed, call_key) -> list[str]:
         return [f"error amplification not computed: {type(exc).__name__}: {exc}"]
     for pair in pairs:
         row = rows[id(pair)]
-        row.gain = gain_of(row.rel_l2, row.local_rel_l2, row.input_rel_l2)
+        if not (row.new_nonfinite or row.local_new_nonfinite):  # errors over a finite subset: no gain
+            row.gain = gain_of(row.rel_l2, row.local_rel_l2, row.input_rel_l2)
     return []
 
 
