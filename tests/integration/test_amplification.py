@@ -92,3 +92,17 @@ def test_gain_survives_the_json_round_trip(report):
     ln = {r.name: r for r in again.layers}["ln"]
     assert ln.gain == pytest.approx({r.name: r for r in report.layers}["ln"].gain)
     assert ln.input_rel_l2 is not None
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_onnx_float16_layernorm_is_the_top_amplifier(tmp_path, dynamo):
+    from tests.integration import models
+
+    torch.manual_seed(0)
+    model = NearConstantNorm().eval()
+    path = models.export(model, {"x": torch.from_numpy(_inputs()["x"])}, tmp_path / "ln.onnx", dynamo=dynamo)
+    report = diffcore.compare(path, path, _inputs(), test_dtype="float16")
+    top = max((r for r in report.layers if r.gain is not None), key=lambda r: r.gain)
+    assert top.op_type == "LayerNormalization"
+    assert top.gain == pytest.approx(_first_principles_gain(_inputs()["x"]), rel=0.10)
+    assert f"was amplified {top.gain:.3g}x by {top.name}" in report.summary
