@@ -170,3 +170,10 @@ def amplifier_of(row, rows):
 def gain_words(gain: float) -> str:
     """A gain for people: 280x, 3.5x, 0.02x."""
     return f"{gain:.3g}x"
+
+
+def amplifier_lines(rows, count: int = 5) -> list[str]:
+    """One line per largest amplifier, for the text and HTML views."""
+    return [f"{r.name}: amplifies the error it receives {gain_words(r.gain)} (input error "
+            f"{100 * r.input_rel_l2:.3g} % -> output error {100 * r.rel_l2:.3g} %, local error "
+            f"{100 * r.local_rel_l2:.3g} %)" for r in top_amplifiers(rows, count=count)]

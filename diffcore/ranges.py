@@ -119,3 +119,21 @@ def attach_weights(rows, found) -> None:
         for row in owners:
             if finding["message"] not in row.notes:
                 row.notes.append(finding["message"])
+
+
+def range_lines(rows) -> list[str]:
+    """One line per row whose reference overflows or underflows its test dtype, for the text and HTML views."""
+    out = []
+    for row in rows:
+        words = [w for w in (overflow_words(row), underflow_words(row)) if w]
+        if words:
+            out.append(f"{row.name}: " + "; ".join(words))
+    return out
+
+
+def diagnosis_lines(report) -> list[str]:
+    """The amplification and range lines of a DiffReport (text.py and html.py show them as one block)."""
+    from .amplification import amplifier_lines
+
+    rows = list(report.layers) + list(report.outputs)
+    return amplifier_lines(report.layers) + range_lines(rows)

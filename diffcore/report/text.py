@@ -355,6 +355,13 @@ def findings_section(report) -> list[str]:
         [f"  - {line}" for line in found] if found else []
 
 
+def diagnosis_section(report) -> list[str]:
+    from ..ranges import diagnosis_lines
+
+    found = diagnosis_lines(report)
+    return ["Error amplifiers and range (test dtype):"] + [f"  - {line}" for line in found] if found else []
+
+
 def render_text(report, max_rows: int | None = 60) -> str:
     """Render ``report`` as plain text for a terminal.
 
@@ -367,6 +374,6 @@ def render_text(report, max_rows: int | None = 60) -> str:
         The report, newline-terminated.
     """
     sections = [header_lines(report), layer_section(report, max_rows), output_section(report),
-                findings_section(report), set_aside_section(report), local_section(report),
+                diagnosis_section(report), findings_section(report), set_aside_section(report), local_section(report),
                 unmatched_section(report), warning_section(report)]
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"

@@ -4,6 +4,8 @@ The gain diffcore reports is checked against one computed here from first princi
 error of the LayerNorm's input (the float16 test side's input against the float32 reference's) and of its
 output when the same LayerNorm formula runs in float64 on both inputs.
 """
+import re
+
 import numpy as np
 import pytest
 
@@ -106,3 +108,9 @@ def test_onnx_float16_layernorm_is_the_top_amplifier(tmp_path, dynamo):
     assert top.op_type == "LayerNormalization"
     assert top.gain == pytest.approx(_first_principles_gain(_inputs()["x"]), rel=0.10)
     assert f"was amplified {top.gain:.3g}x by {top.name}" in report.summary
+
+
+def test_text_and_html_list_the_amplifier(report):
+    text, html = report.to_text(), report._repr_html_()
+    assert re.search(r"Error amplifiers and range.*\n  - ln: amplifies the error it receives 3\d\dx", text), text
+    assert "ln: amplifies the error it receives" in html

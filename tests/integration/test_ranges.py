@@ -121,3 +121,9 @@ def test_bfloat16_keeps_weights_float16_would_lose():
     model = ExtremeWeights().eval()
     assert ranges.torch_weight_findings(model, "bfloat16") == []
     assert len(ranges.torch_weight_findings(model, "float16")) == 2
+
+
+def test_text_view_lists_the_overflowing_row():
+    model = Overflowing().eval()
+    text = diffcore.compare(model, model, _inputs(), test_dtype="float16").to_text()
+    assert re.search(r"\n  - up: this layer's values reach 1\.5e\+05, 2\.29x past float16's maximum", text), text
