@@ -121,18 +121,22 @@ def feed_errors(ref_feed, test_feed) -> dict:
 # ------------------------------------------------------------------------------------------------ rows
 
 def apply(pairs, rows, ref, test, ref_feed, test_feed, call_key) -> list[str]:
-    """Set ``input_rel_l2`` and ``gain`` on the rows of ``pairs`` (``rows``: {id(pair): LayerRow}).
+    """Set ``input_rel_l2`` and ``gain`` on the rows of ``pairs`` whose local error is known (``rows``:
+    {id(pair): LayerRow}; every paired row serves as a possible input of another).
 
     Returns warnings (an input capture that failed leaves the rows without a gain)."""
-    pairs = [p for p in pairs if id(p) in rows and not rows[id(p)].exact]
+    known = [p for p in pairs if id(p) in rows and not rows[id(p)].exact]
+    wanted = [p for p in known if rows[id(p)].local_rel_l2 is not None]
+    if not wanted:
+        return []
     try:
         if getattr(test, "kind", "") == "onnx":
-            _onnx(pairs, rows, test, ref_feed, test_feed)
+            _onnx(wanted, known, rows, test, ref_feed, test_feed)
         elif getattr(ref, "kind", "") == "torch" and getattr(test, "kind", "") == "torch":
-            _torch(pairs, rows, ref, test, ref_feed, test_feed, call_key)
+            _torch(wanted, rows, ref, test, ref_feed, test_feed, call_key)
     except Exception as exc:  # noqa: BLE001 - amplification is extra: never lose the comparison for it
         return [f"error amplification not computed: {type(exc).__name__}: {exc}"]
-    for pair in pairs:
+    for pair in wanted:
         row = rows[id(pair)]
         if not (row.new_nonfinite or row.local_new_nonfinite):  # errors over a finite subset: no gain
             row.gain = gain_of(row.rel_l2, row.local_rel_l2, row.input_rel_l2)
@@ -146,9 +150,9 @@ def _torch(pairs, rows, ref, test, ref_feed, test_feed, call_key) -> None:
         rows[id(pair)].input_rel_l2 = errors.get(call_key(pair.ref))
 
 
-def _onnx(pairs, rows, test, ref_feed, test_feed) -> None:
+def _onnx(pairs, known, rows, test, ref_feed, test_feed) -> None:
     graph = test.graph
-    row_of_test = {rows[id(p)].test_tensor: rows[id(p)] for p in pairs}
+    row_of_test = {rows[id(p)].test_tensor: rows[id(p)] for p in known}
     feeds = {k: v for k, v in feed_errors(ref_feed, test_feed).items() if k in graph.inputs}
     for pair in pairs:
         rows[id(pair)].input_rel_l2 = onnx_input_error(graph, pair.test.key, row_of_test, feeds)

@@ -136,10 +136,8 @@ class _Comparison:
         weights = ranges.weight_findings(self.ref, self.test)
         ranges.attach_weights(rows, weights)
         self.findings += weights
-        with_local = [p for p in match.layer_pairs if id(p) in self.rows and self.rows[id(p)].local_rel_l2 is not None]
-        if with_local:
-            self.warnings += self._timed("amplification", amplification.apply, with_local, self.rows, self.ref,
-                                         self.test, ref_feed, test_feed, call_key)
+        self.warnings += self._timed("amplification", amplification.apply, match.layer_pairs, self.rows,
+                                     self.ref, self.test, ref_feed, test_feed, call_key)
 
     def _output_rows(self, pairs, ref_feed, test_feed) -> dict:
         """Model outputs compared on each side's uninstrumented run: the model as deployed decides."""
