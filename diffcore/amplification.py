@@ -19,8 +19,9 @@ reported as such, ranges.py).
 Where ``e_in`` comes from:
 
 - torch reference and torch test: both sides record the inputs of every paired module call
-  (``capture_inputs``, one extra forward per side); ``e_in`` is the relative L2 error of all floating
-  arguments together. It sees exactly what the module received, sums and slices included.
+  (``capture_inputs``, one extra forward per side); ``e_in`` is the largest relative L2 error of its
+  floating arguments (per tensor: an exact attention mask must not swamp the hidden states' error). It
+  sees exactly what the module received, sums and slices included.
 - ONNX test side (against ONNX or torch): the inputs of the node producing the test value. Each input that
   is a paired value contributes that row's ``rel_l2``; a graph input contributes the relative error between
   the two sides' feeds; initializers are the layer's own (their rounding is part of its local error).
@@ -57,21 +58,26 @@ def _floats(value) -> list:
     return []
 
 
-def rel_l2_of(ref, test) -> float | None:
-    """Relative L2 error of ``test`` against ``ref`` over all floating values of both (same structure),
-    over the elements finite on both sides; None where the structures differ or nothing is comparable."""
-    a, b = _floats(ref), _floats(test)
-    if not a or len(a) != len(b) or any(x.size != y.size for x, y in zip(a, b)):
-        return None
-    x, y = np.concatenate(a), np.concatenate(b)
+def _rel_l2(x, y) -> float | None:
     keep = np.isfinite(x) & np.isfinite(y)
     if not keep.any():
         return None
-    norm = float(np.linalg.norm(x[keep]))
-    diff = float(np.linalg.norm(y[keep] - x[keep]))
+    norm, diff = float(np.linalg.norm(x[keep])), float(np.linalg.norm(y[keep] - x[keep]))
     if norm == 0.0:
         return 0.0 if diff == 0.0 else math.inf
     return diff / norm
+
+
+def rel_l2_of(ref, test) -> float | None:
+    """The largest relative L2 error of ``test`` against ``ref`` over their floating tensors (same
+    structure), each over its elements finite on both sides; None where the structures differ or nothing
+    is comparable. Per tensor, not over all together: an exact mask of -1e4 beside the hidden states would
+    otherwise swamp their error."""
+    a, b = _floats(ref), _floats(test)
+    if not a or len(a) != len(b) or any(x.size != y.size for x, y in zip(a, b)):
+        return None
+    errors = [e for e in (_rel_l2(x, y) for x, y in zip(a, b)) if e is not None]
+    return max(errors) if errors else None
 
 
 # ------------------------------------------------------------------------------------------- e_in per side

@@ -114,3 +114,12 @@ def test_text_and_html_list_the_amplifier(report):
     text, html = report.to_text(), report._repr_html_()
     assert re.search(r"Error amplifiers and range.*\n  - ln: amplifies the error it receives 3\d\dx", text), text
     assert "ln: amplifies the error it receives" in html
+
+
+def test_a_clean_float16_stack_names_no_amplifier():
+    from tests.integration import models
+
+    report = diffcore.compare(models.stack(), models.stack(), models.stack_inputs(), test_dtype="float16")
+    gains = [r.gain for r in report.layers if r.gain is not None]
+    assert len(gains) > 20 and max(gains) < 2.0  # the attention mask (exact, -1e4) must not shrink e_in
+    assert "amplifiers" not in report.summary
