@@ -8,7 +8,7 @@ cause (localize.py) and notes; reference values that flush to zero in the test d
 nonzero, at most half the smallest subnormal) get a note too.
 
 Weights: ``weight_findings`` lists the parameters of each torch module (read in the reference's float32)
-that overflow or flush to zero in the test dtype. ONNX constants are not listed here: findings.py already
+that overflow or flush to zero in the test dtype of a cast model (under autocast parameters stay float32). ONNX constants are not listed here: findings.py already
 reports the constants a float16 converter clamped, which are exactly those.
 """
 from __future__ import annotations
@@ -102,10 +102,11 @@ def torch_weight_findings(module, dtype: str) -> list[dict]:
 
 
 def weight_findings(ref, test) -> list[dict]:
-    """Weight-range findings for a torch reference compared with a low-precision test side, else []."""
+    """Weight-range findings for a torch reference compared with a torch model cast to float16/bfloat16
+    (``test_dtype``), else []."""
     module, dtype = getattr(ref, "module", None), getattr(test, "dtype", None)
-    autocast = getattr(test, "autocast", None)
-    dtype = autocast or dtype
+    # under autocast the parameters stay float32 and each op decides (a LayerNorm keeps them): only a cast
+    # model stores every parameter in the test dtype
     if module is None or dtype not in LOW_PRECISION or getattr(ref, "kind", "") != "torch":
         return []
     return torch_weight_findings(module, dtype)

@@ -127,3 +127,10 @@ def test_text_view_lists_the_overflowing_row():
     model = Overflowing().eval()
     text = diffcore.compare(model, model, _inputs(), test_dtype="float16").to_text()
     assert re.search(r"\n  - up: this layer's values reach 1\.5e\+05, 2\.29x past float16's maximum", text), text
+
+
+def test_autocast_lists_no_weights_it_keeps_in_float32():
+    model = ExtremeWeights().eval()
+    x = np.random.default_rng(0).uniform(-1e-3, 1e-3, (2, 4)).astype(np.float32)
+    report = diffcore.compare(model, model, {"x": x}, test_autocast="float16")
+    assert not [f for f in report.findings if f["kind"] == "weight-range"]
