@@ -126,9 +126,10 @@ def feed_errors(ref_feed, test_feed) -> dict:
 
 # ------------------------------------------------------------------------------------------------ rows
 
-def apply(pairs, rows, ref, test, ref_feed, test_feed, call_key) -> list[str]:
+def apply(pairs, rows, ref, test, ref_feed, test_feed, call_key, chunk=None) -> list[str]:  # noqa: PLR0913
     """Set ``input_rel_l2`` and ``gain`` on the rows of ``pairs`` whose local error is known (``rows``:
-    {id(pair): LayerRow}; every paired row serves as a possible input of another).
+    {id(pair): LayerRow}; every paired row serves as a possible input of another). ``chunk`` splits the
+    torch pairs into groups whose inputs are held at once (one forward per side and group).
 
     Returns warnings (an input capture that failed leaves the rows without a gain)."""
     known = [p for p in pairs if id(p) in rows and not rows[id(p)].exact]
@@ -139,7 +140,7 @@ def apply(pairs, rows, ref, test, ref_feed, test_feed, call_key) -> list[str]:
         if getattr(test, "kind", "") == "onnx":
             _onnx(wanted, known, rows, test, ref_feed, test_feed)
         elif getattr(ref, "kind", "") == "torch" and getattr(test, "kind", "") == "torch":
-            _torch(wanted, rows, ref, test, ref_feed, test_feed, call_key)
+            _torch(wanted, rows, ref, test, ref_feed, test_feed, call_key, chunk)
     except Exception as exc:  # noqa: BLE001 - amplification is extra: never lose the comparison for it
         return [f"error amplification not computed: {type(exc).__name__}: {exc}"]
     for pair in wanted:
@@ -149,11 +150,12 @@ def apply(pairs, rows, ref, test, ref_feed, test_feed, call_key) -> list[str]:
     return []
 
 
-def _torch(pairs, rows, ref, test, ref_feed, test_feed, call_key) -> None:
+def _torch(pairs, rows, ref, test, ref_feed, test_feed, call_key, chunk=None) -> None:
     with_module = [p for p in pairs if p.method != "output" and p.ref.module]
-    errors = torch_input_errors(ref, test, ref_feed, test_feed, [call_key(p.ref) for p in with_module])
-    for pair in with_module:
-        rows[id(pair)].input_rel_l2 = errors.get(call_key(pair.ref))
+    for group in (chunk or (lambda ps: [ps]))(with_module):  # bounded memory: the inputs of one chunk
+        errors = torch_input_errors(ref, test, ref_feed, test_feed, [call_key(p.ref) for p in group])
+        for pair in group:
+            rows[id(pair)].input_rel_l2 = errors.get(call_key(pair.ref))
 
 
 def _onnx(pairs, known, rows, test, ref_feed, test_feed) -> None:

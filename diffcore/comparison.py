@@ -137,7 +137,8 @@ class _Comparison:
         ranges.attach_weights(rows, weights)
         self.findings += weights
         self.warnings += self._timed("amplification", amplification.apply, match.layer_pairs, self.rows,
-                                     self.ref, self.test, ref_feed, test_feed, call_key)
+                                     self.ref, self.test, ref_feed, test_feed, call_key,
+                                     lambda ps: plan_chunks(ps, self.opt["memory_budget_mb"] << 20))
 
     def _output_rows(self, pairs, ref_feed, test_feed) -> dict:
         """Model outputs compared on each side's uninstrumented run: the model as deployed decides."""
