@@ -52,8 +52,8 @@ def underflow_words(row) -> str:
     if row.test_dtype not in LOW_PRECISION or not row.underflow_risk:
         return ""
     fmt = FORMATS[row.test_dtype]
-    return (f"{row.underflow_risk} nonzero reference values are below {row.test_dtype}'s smallest "
-            f"subnormal ({math.ldexp(1.0, fmt.min_exponent - fmt.precision_bits + 1):.3g}) and flush to zero")
+    return (f"{row.underflow_risk} nonzero reference values flush to zero in {row.test_dtype} (at most "
+            f"{fmt.underflow_threshold:.3g}, half its smallest subnormal)")
 
 
 def annotate(rows) -> None:

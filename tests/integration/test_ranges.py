@@ -84,8 +84,8 @@ def test_bfloat16_wording_names_its_maximum():
 
 def test_values_flushed_to_zero_are_counted_in_words():
     words = ranges.underflow_words(_row("bfloat16", 1.0, underflow=3))
-    assert re.fullmatch(r"3 nonzero reference values are below bfloat16's smallest subnormal \(9\.18e-41\) "
-                        r"and flush to zero", words), words
+    assert re.fullmatch(r"3 nonzero reference values flush to zero in bfloat16 \(at most 4\.59e-41, half its "
+                        r"smallest subnormal\)", words), words
     assert ranges.underflow_words(_row("float32", 1.0, underflow=3)) == ""
 
 
