@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 import time
 
-from . import env
+from . import amplification, env, ranges
 from .coverage import coverage_of, decide
 from .drift import drift_many
 from .errors import DiffcoreError
 from .findings import attach as attach_findings
 from .findings import collect as collect_findings
 from .inputs import resolve_inputs
-from .local import LocalComputer
+from .local import LocalComputer, call_key
 from .localize import DivergenceRule, localize, set_aside_fused, summarize
 from .match.matcher import match_probes
 from .progress import as_progress
@@ -133,7 +133,18 @@ class _Comparison:
             fused = self._fused_predicate()
             loc = set_aside_fused(layers, loc, fused) if fused is not None else loc
         self.local.explain_missing(layers, outputs)
+        self._diagnose(match, layers + outputs, ref_feed, test_feed)
         return self._report(layers, outputs, loc, rule)
+
+    def _diagnose(self, match, rows, ref_feed, test_feed) -> None:
+        """Range notes and weight findings (ranges.py), and error amplification (amplification.py)."""
+        ranges.annotate(rows)
+        weights = ranges.weight_findings(self.ref, self.test)
+        ranges.attach_weights(rows, weights)
+        self.findings += weights
+        self.warnings += self._timed("amplification", amplification.apply, match.layer_pairs, self.rows,
+                                     self.ref, self.test, ref_feed, test_feed, call_key,
+                                     lambda ps: plan_chunks(ps, self.opt["memory_budget_mb"] << 20))
 
     def _output_rows(self, pairs, ref_feed, test_feed) -> dict:
         """Model outputs compared on each side's uninstrumented run: the model as deployed decides."""

@@ -34,7 +34,9 @@ import math
 import statistics
 from dataclasses import asdict, dataclass, field
 
+from .amplification import amplifier_of, gain_words, top_amplifiers
 from .findings import blame_converter
+from .ranges import overflow_words
 from .report.model import CARRIED, DIVERGED, DRIFT, FUSED, NOT_COMPARABLE, OK
 from .stats.formats import FORMATS
 
@@ -133,6 +135,7 @@ class _Judge:
             row.status, row.cause = DRIFT, f"within the expected noise of {row.test_dtype}"
         else:
             row.status, row.cause = OK, ""
+        _with_range(row)
         if _finite(row.rel_l2):
             self.upstream_max = max(self.upstream_max, row.rel_l2)
 
@@ -159,10 +162,20 @@ def _pct(value: float) -> str:
 
 def _nonfinite_cause(row) -> str:
     cause = f"{row.new_nonfinite} NaN/Inf in the test output where the reference has none"
-    if row.overflow_risk:
+    words = overflow_words(row)
+    if words:
+        cause += f"; {words}: an overflow ({row.overflow_risk} values)"
+    elif row.overflow_risk:
         cause += (f"; {row.overflow_risk} reference values exceed the {row.test_dtype} range "
                   f"(max {FORMATS[row.test_dtype].max_finite:g}): an overflow")
     return cause
+
+
+def _with_range(row) -> None:
+    """A failing row whose reference is past the test dtype's maximum says so, whatever rule fired."""
+    words = overflow_words(row)
+    if words and row.status in (DIVERGED, CARRIED) and words not in row.cause:
+        row.cause += f"; {words}: an overflow"
 
 
 def _exact_cause(row) -> str:
@@ -285,7 +298,8 @@ def _verdict_words(layers, outputs, loc: Localization, reason: str) -> str:
     if not loc.failed:
         worst = max((r for r in layers if r.status != FUSED), key=_badness, default=None)
         where = f"; largest layer error {_pct(worst.rel_l2)} at {worst.name}" if worst else ""
-        return f"PASS: {len(layers)} layers compared, no divergence{where}.{out_text}{_fusion_words(loc)}"
+        return (f"PASS: {len(layers)} layers compared, no divergence{where}.{_amplifier_words(layers)}{out_text}"
+                f"{_fusion_words(loc)}")
     first = loc.first_divergence
     if first is None:
         return f"FAIL: no layer diverges, but the outputs do: {loc.failed_outputs[0].cause}.{out_text}"
@@ -294,10 +308,29 @@ def _verdict_words(layers, outputs, loc: Localization, reason: str) -> str:
     if first.status == DIVERGED:
         origin = "the error is born in this layer"
     else:
-        top = max((r for r in layers if _finite(r.local_rel_l2)), key=lambda r: r.local_rel_l2, default=None)
-        origin = "the error accumulated over upstream layers with none standing out" + (
-            f" (largest local error {_pct(top.local_rel_l2)} at {top.name})" if top else "")
-    return f"FAIL: first divergence at {first.name}{op}, {position}: {first.cause}; {origin}.{out_text}"
+        origin = _carried_origin(first, layers)
+    return (f"FAIL: first divergence at {first.name}{op}, {position}: {first.cause}; {origin}."
+            f"{_amplifier_words(layers)}{out_text}")
+
+
+def _carried_origin(first, layers) -> str:
+    """Where a carried error came from: the layer that amplified it (amplification.py), else none."""
+    amp = amplifier_of(first, layers)
+    if amp is not None:
+        return (f"the error arrived from upstream and was amplified {gain_words(amp.gain)} by {amp.name} "
+                f"(input error {_pct(amp.input_rel_l2)}, output error {_pct(amp.rel_l2)}, local error only "
+                f"{_pct(amp.local_rel_l2)})")
+    top = max((r for r in layers if _finite(r.local_rel_l2)), key=lambda r: r.local_rel_l2, default=None)
+    return "the error accumulated over upstream layers with none standing out" + (
+        f" (largest local error {_pct(top.local_rel_l2)} at {top.name})" if top else "")
+
+
+def _amplifier_words(layers) -> str:
+    """' Largest amplifiers: ln (280x), ...' where some layer multiplies the error it receives."""
+    top = top_amplifiers(layers)
+    if not top:
+        return ""
+    return " Largest error amplifiers: " + ", ".join(f"{r.name} ({gain_words(r.gain)})" for r in top) + "."
 
 
 def _fusion_words(loc: Localization) -> str:

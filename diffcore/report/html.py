@@ -293,6 +293,16 @@ def _findings(report) -> str:
         "".join(f"<li>{_e(line)}</li>" for line in found) + "</ul>"
 
 
+def _diagnosis(report) -> str:
+    from ..ranges import diagnosis_lines
+
+    found = diagnosis_lines(report)
+    if not found:
+        return ""
+    return "<h4>Error amplifiers and range (test dtype)</h4><ul>" + \
+        "".join(f"<li>{_e(line)}</li>" for line in found) + "</ul>"
+
+
 def render_html(report) -> str:
     """An HTML fragment for Jupyter (``DiffReport._repr_html_``).
 
@@ -304,7 +314,7 @@ def render_html(report) -> str:
         of rel L2 error against depth, the layer table with the first divergence highlighted, the outputs,
         unmatched tensors and warnings.
     """
-    body = "".join([_header(report), _layers(report), _outputs(report), _findings(report), _set_aside(report),
+    body = "".join([_header(report), _layers(report), _outputs(report), _diagnosis(report), _findings(report), _set_aside(report),
                     _local_missing(report), _unmatched(report),
                     _warnings(report)])
     return f'<div class="diffcore-report"><style>{STYLE}</style>{body}</div>'

@@ -85,6 +85,14 @@ class LayerRow:
     mismatch_count: int | None = None
     first_mismatch_index: list | None = None
     first_mismatch_values: list | None = None
+    # range (ranges.py): the reference's largest finite magnitude, and the powers of two left to the test
+    # dtype's largest finite value (negative: past it; None outside float16/bfloat16)
+    ref_absmax: float | None = None
+    headroom_bits: float | None = None
+    # amplification (amplification.py): the relative L2 error arriving at the layer's inputs, and how many
+    # times the layer multiplies it: max(rel_l2 - local_rel_l2, 0) / input_rel_l2
+    input_rel_l2: float | None = None
+    gain: float | None = None
 
     @property
     def comparable(self) -> bool:
@@ -112,6 +120,9 @@ class LayerRow:
     @classmethod
     def from_stats(cls, stats, *, index, name, ref_tensor, test_tensor, op_type=None, match="", notes=None):
         """A row from ``DriftStats``; status and local error are filled in by the localizer."""
+        from ..ranges import headroom_bits, ref_absmax
+
+        absmax = ref_absmax(stats)
         return cls(
             index=index, name=name, ref_tensor=ref_tensor, test_tensor=test_tensor, shape=list(stats.shape),
             ref_dtype=stats.ref_dtype, test_dtype=stats.test_dtype, max_abs=stats.max_abs,
@@ -123,6 +134,7 @@ class LayerRow:
             new_nonfinite=(stats.nan_test - stats.nan_both) + (stats.inf_test - stats.inf_both),
             count=stats.count, finite_count=stats.finite_count,
             op_type=op_type, match=match, notes=list(notes or []),
+            ref_absmax=absmax, headroom_bits=headroom_bits(absmax, stats.test_dtype),
         )
 
     def set_local(self, stats) -> None:

@@ -419,6 +419,13 @@ def findings_section(report) -> list[str]:
         [f"  - {line}" for line in found] if found else []
 
 
+def diagnosis_section(report) -> list[str]:
+    from ..ranges import diagnosis_lines
+
+    found = diagnosis_lines(report)
+    return ["Error amplifiers and range (test dtype):"] + [f"  - {line}" for line in found] if found else []
+
+
 def _fit_lines(section: list[str], width: int) -> list[str]:
     """Wrap the lines of a section that are wider than ``width`` (tables are fitted when built), continuing
     under their own indent."""
@@ -450,6 +457,7 @@ def render_text(report, max_rows: int | None = 60, *, width: int | None = None, 
     """
     width = target_width(width)
     sections = [header_lines(report), layer_section(report, max_rows, width, wide, by),
-                output_section(report, width, wide), findings_section(report), set_aside_section(report),
-                local_section(report), unmatched_section(report), warning_section(report)]
+                output_section(report, width, wide), diagnosis_section(report), findings_section(report),
+                set_aside_section(report), local_section(report), unmatched_section(report),
+                warning_section(report)]
     return "\n\n".join("\n".join(_fit_lines(s, width)) for s in sections if s) + "\n"
