@@ -235,10 +235,27 @@ class TorchRunner(Runner):
             raise DiffcoreError(f"{problem}: {self.name}.forward takes {format_choices(names)}")
         return {n: self._to_device(_as_tensor(n, inputs[n]), cast=True) for n in names if n in inputs}
 
-    def _to_device(self, tensor, cast: bool):
+    def _to_device(self, tensor, cast: bool, dtype=None):
         if cast and tensor.is_floating_point():
-            return tensor.to(device=self.device, dtype=self.float_dtype)
+            return tensor.to(device=self.device, dtype=dtype or self.float_dtype)
         return tensor.to(device=self.device)
+
+    def _own_float_dtype(self, path: str):
+        """The float dtype the submodule at ``path`` computes in: that of the nearest module on its path (it,
+        then its parents) holding floating parameters or buffers — a float32 island kept by
+        ``precision.keep_in_float32`` in a float16 model, a GELU inside it too — else the model's."""
+        parts = path.split(".") if path else []
+        for depth in range(len(parts), 0, -1):
+            module = self.module.get_submodule(".".join(parts[:depth]))
+            if any(t.is_floating_point() for t in list(module.parameters()) + list(module.buffers())):
+                return _float_dtype(module)
+        return self.float_dtype
+
+    def module_dtype(self, key: str) -> str:
+        """The float dtype name the submodule of ``key`` (``path`` or ``path#k``) computes in."""
+        path = key.split("#", 1)[0]
+        self._submodule(path)  # a clear error for an unknown path
+        return dtype_name(self._own_float_dtype(path))
 
     def _split_call(self, prepared: dict):
         positional = [p.name for p in self._params if p.kind is inspect.Parameter.POSITIONAL_ONLY]
@@ -392,7 +409,8 @@ class TorchRunner(Runner):
         """
         path = key.split("#", 1)[0]
         module = self._submodule(path)
-        cast = lambda t: self._to_device(t, cast=not self.autocast)  # noqa: E731
+        dtype = self._own_float_dtype(path)
+        cast = lambda t: self._to_device(t, cast=not self.autocast, dtype=dtype)  # noqa: E731
         memo: dict = {}
         args = _map_tensors(tuple(args), cast, memo)
         kwargs = _map_tensors(dict(kwargs or {}), cast, memo)

@@ -281,3 +281,17 @@ def test_cli_suggests_a_torch_module_for_a_factory_cast_to_float16(capsys, tmp_p
     suggestion = out.partition("What to keep in float32 (torch cast, float16)")[2]
     assert re.search(r"1 in float32 bring every output within tolerance \(minimal", suggestion)
     assert "keep_in_float32(model, ['special'], dtype=\"float16\")" in suggestion
+
+
+def test_the_fixed_mixed_precision_model_passes_a_comparison_of_its_own():
+    """A float32 island's children are re-run for local errors on inputs in the dtype they compute in
+    (float32), not the model's float16: the fixed model passes instead of failing on its own island."""
+    from diffcore.precision import keep_in_float32
+
+    model = fm.ffn_overflow()
+    s = diffcore.suggest_fp32(model, model, fm.inputs(), test_dtype="float16", **FAST)
+    mixed = keep_in_float32(model, s.units, dtype="float16")
+    report = diffcore.compare(model, mixed, fm.inputs())
+    assert report.verdict == "pass", report.summary
+    island = [r for r in report.layers if r.name.startswith(s.units[0] + ".")]
+    assert island and all(r.local_rel_l2 is not None and r.local_rel_l2 < 1e-6 for r in island)
