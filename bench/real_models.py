@@ -56,18 +56,22 @@ def ort_optimized_bert(path: str, out: Path, num_heads: int = 12, hidden: int = 
     return str(out)
 
 
-def plant_in_fused_layernorm(path: str, out: Path, which: int = 2, scale: float = 1.05) -> tuple:
-    """Scale the gamma of the ``which``-th SkipLayerNormalization of a fused graph; (path, its output)."""
+def scale_node_input(path: str, out: Path, op_type: str, which: int, input_index: int, scale: float) -> tuple:
+    """Scale the initializer read at ``input_index`` by the ``which``-th ``op_type`` node; (path, its output)."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(path)
-    nodes = [n for n in model.graph.node if n.op_type == "SkipLayerNormalization"]
-    node = nodes[which]
-    gamma = next(t for t in model.graph.initializer if t.name == node.input[2])
-    gamma.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(gamma) * scale, gamma.name))
+    node = [n for n in model.graph.node if n.op_type == op_type][which]
+    tensor = next(t for t in model.graph.initializer if t.name == node.input[input_index])
+    tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) * scale, tensor.name))
     onnx.save(model, str(out))
     return str(out), node.output[0]
+
+
+def plant_in_fused_layernorm(path: str, out: Path, which: int = 2, scale: float = 1.05) -> tuple:
+    """Scale the gamma of the ``which``-th SkipLayerNormalization of a fused graph; (path, its output)."""
+    return scale_node_input(path, out, "SkipLayerNormalization", which, 2, scale)
 
 
 def minilm_cases(folder: Path) -> list:
@@ -138,16 +142,7 @@ def ort_saved_optimized(path: str, out: Path) -> str:
 def plant_in_conv(path: str, out: Path, which: int = 1, scale: float = 1.1) -> tuple:
     """Scale the weight of the ``which``-th Conv of the graph (the first is the STFT's, the second the first
     encoder block's); (path, its output value)."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(path)
-    convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    node = convs[which]
-    weight = next(t for t in model.graph.initializer if t.name == node.input[1])
-    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * scale, weight.name))
-    onnx.save(model, str(out))
-    return str(out), node.output[0]
+    return scale_node_input(path, out, "Conv", which, 1, scale)
 
 
 def silero_torchscript():
