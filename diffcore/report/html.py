@@ -20,6 +20,7 @@ from .text import (
     local_reasons,
     row_cells,
     same_row,
+    set_aside_groups,
     verdict_word,
 )
 
@@ -236,9 +237,7 @@ def _outputs(report) -> str:
 def _set_aside(report) -> str:
     """Fusion-dependent and not-comparable rows with their causes (the text view's section)."""
     parts = []
-    for status, title in (("fusion-dependent", "Fusion-dependent findings (do not fail the deployed model)"),
-                          ("not comparable", "Not comparable (nothing finite on both sides)")):
-        rows = [r for r in report.layers if r.status == status]
+    for title, rows in set_aside_groups(report):
         if rows:
             lis = "".join(f"<li><code>{_e(r.name)}</code>: {_e(r.cause)}</li>" for r in rows)
             parts.append(f"<h4>{_e(title)} ({len(rows)})</h4><ul>{lis}</ul>")
@@ -277,30 +276,27 @@ def _unmatched_name(item) -> str:
     return f" ({_e(item.name)})" if item.name and item.name != item.key else ""
 
 
-def _warnings(report) -> str:
-    if not report.warnings:
+def _bullet_list(title: str, lines: list) -> str:
+    """A titled list of one-line items (escaped), or nothing when there are none."""
+    if not lines:
         return ""
-    return "<h4>Warnings</h4><ul>" + "".join(f"<li>{_e(w)}</li>" for w in report.warnings) + "</ul>"
+    return f"<h4>{_e(title)}</h4><ul>" + "".join(f"<li>{_e(line)}</li>" for line in lines) + "</ul>"
+
+
+def _warnings(report) -> str:
+    return _bullet_list("Warnings", report.warnings)
 
 
 def _findings(report) -> str:
     from ..findings import lines
 
-    found = lines(report)
-    if not found:
-        return ""
-    return "<h4>Findings: what the converter or diffcore changed</h4><ul>" + \
-        "".join(f"<li>{_e(line)}</li>" for line in found) + "</ul>"
+    return _bullet_list("Findings: what the converter or diffcore changed", lines(report))
 
 
 def _diagnosis(report) -> str:
     from ..ranges import diagnosis_lines
 
-    found = diagnosis_lines(report)
-    if not found:
-        return ""
-    return "<h4>Error amplifiers and range (test dtype)</h4><ul>" + \
-        "".join(f"<li>{_e(line)}</li>" for line in found) + "</ul>"
+    return _bullet_list("Error amplifiers and range (test dtype)", diagnosis_lines(report))
 
 
 def render_html(report) -> str:

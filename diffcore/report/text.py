@@ -331,13 +331,20 @@ def output_section(report, width: int, wide: bool = False) -> list[str]:
 FINDINGS_SHOWN = 10    # fusion-dependent / not-comparable rows listed with their cause
 
 
+SET_ASIDE = (("fusion-dependent", "Fusion-dependent findings (do not fail the deployed model)"),
+             ("not comparable", "Not comparable (nothing finite on both sides)"))
+
+
+def set_aside_groups(report) -> list[tuple[str, list]]:
+    """(title, rows) for each status that neither passes nor fails a model (shared with the HTML view)."""
+    return [(title, [r for r in report.layers if r.status == status]) for status, title in SET_ASIDE]
+
+
 def set_aside_section(report) -> list[str]:
     """Rows that are neither passed nor failed, with why: fusion-dependent findings, rows with nothing
     finite to compare."""
     lines = []
-    for status, title in (("fusion-dependent", "Fusion-dependent findings (do not fail the deployed model)"),
-                          ("not comparable", "Not comparable (nothing finite on both sides)")):
-        rows = [r for r in report.layers if r.status == status]
+    for title, rows in set_aside_groups(report):
         if rows:
             lines.append(f"{title} ({len(rows)}):")
             lines += [f"  - {r.name}: {r.cause}" for r in rows[:FINDINGS_SHOWN]]
@@ -405,25 +412,26 @@ def _unmatched_label(item) -> str:
     return f"{item.key} ({item.name})" if item.name and item.name != item.key else item.key
 
 
+def bullets(title: str, lines: list) -> list[str]:
+    """A titled list of one-line items, or nothing when there are none."""
+    return [title] + [f"  - {line}" for line in lines] if lines else []
+
+
 def warning_section(report) -> list[str]:
-    if not report.warnings:
-        return []
-    return [f"Warnings ({len(report.warnings)}):"] + [f"  - {w}" for w in report.warnings]
+    return bullets(f"Warnings ({len(report.warnings)}):", report.warnings)
 
 
 def findings_section(report) -> list[str]:
     from ..findings import lines
 
     found = lines(report)
-    return [f"Findings ({len(found)}): what the converter or diffcore changed in the models"] + \
-        [f"  - {line}" for line in found] if found else []
+    return bullets(f"Findings ({len(found)}): what the converter or diffcore changed in the models", found)
 
 
 def diagnosis_section(report) -> list[str]:
     from ..ranges import diagnosis_lines
 
-    found = diagnosis_lines(report)
-    return ["Error amplifiers and range (test dtype):"] + [f"  - {line}" for line in found] if found else []
+    return bullets("Error amplifiers and range (test dtype):", diagnosis_lines(report))
 
 
 def _fit_lines(section: list[str], width: int) -> list[str]:
