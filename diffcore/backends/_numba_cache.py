@@ -17,7 +17,8 @@ Numba's own cache has three faults this one closes:
 - *Concurrency.* Numba updates a function's index by read-modify-write and numbers its data files by the
   first free slot, so processes compiling at once overwrite each other's entries (or point two keys at
   one file). Here each data file gets a fresh random name and is written (temp file + ``os.replace``)
-  before the index that names it, and every index update holds an exclusive ``fcntl`` lock.
+  before the index that names it, both under an exclusive ``fcntl`` lock that every index update holds
+  (a writer prunes the data files the index does not name, so none may exist unindexed outside it).
 
 Where the cache folder cannot be written, or Numba's internals are not what we expect, kernels compile
 without a disk cache (correct, only slower to start).
@@ -226,8 +227,11 @@ def _classes():
 
         def save(self, key, data):
             name = f"{self._base}.{uuid.uuid4().hex[:16]}.nbc"
-            write_atomic(self._data_path(name), seal(MAGIC_DATA, dumps((key, data))))
+            blob = seal(MAGIC_DATA, dumps((key, data)))
+            # The data file is written under the lock too: another writer's prune deletes every data file
+            # the index does not name, so one written before the lock could vanish before it is indexed.
             with locked(self._lock_path):  # read-modify-write of the index: one process at a time
+                write_atomic(self._data_path(name), blob)
                 overloads = self._load_index()
                 overloads[key] = name
                 self._save_index(overloads)
