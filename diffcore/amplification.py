@@ -126,10 +126,13 @@ def feed_errors(ref_feed, test_feed) -> dict:
 
 # ------------------------------------------------------------------------------------------------ rows
 
-def apply(pairs, rows, ref, test, ref_feed, test_feed, call_key, chunk=None) -> list[str]:  # noqa: PLR0913
+def apply(pairs, rows, ref, test, ref_feed, test_feed, call_key, chunk=None,  # noqa: PLR0913
+          input_errors=None) -> list[str]:
     """Set ``input_rel_l2`` and ``gain`` on the rows of ``pairs`` whose local error is known (``rows``:
     {id(pair): LayerRow}; every paired row serves as a possible input of another). ``chunk`` splits the
-    torch pairs into groups whose inputs are held at once (one forward per side and group).
+    torch pairs into groups whose inputs are held at once (one forward per side and group);
+    ``input_errors`` ({call: e_in}) are the ones the comparison's own passes measured already (torch_pass.py),
+    so only the calls missing there cost a forward.
 
     Returns warnings (an input capture that failed leaves the rows without a gain)."""
     known = [p for p in pairs if id(p) in rows and not rows[id(p)].exact]
@@ -140,7 +143,7 @@ def apply(pairs, rows, ref, test, ref_feed, test_feed, call_key, chunk=None) -> 
         if getattr(test, "kind", "") == "onnx":
             _onnx(wanted, known, rows, test, ref_feed, test_feed)
         elif getattr(ref, "kind", "") == "torch" and getattr(test, "kind", "") == "torch":
-            _torch(wanted, rows, ref, test, ref_feed, test_feed, call_key, chunk)
+            _torch(wanted, rows, ref, test, ref_feed, test_feed, call_key, chunk, input_errors or {})
     except Exception as exc:  # noqa: BLE001 - amplification is extra: never lose the comparison for it
         return [f"error amplification not computed: {type(exc).__name__}: {exc}"]
     for pair in wanted:
@@ -150,9 +153,14 @@ def apply(pairs, rows, ref, test, ref_feed, test_feed, call_key, chunk=None) -> 
     return []
 
 
-def _torch(pairs, rows, ref, test, ref_feed, test_feed, call_key, chunk=None) -> None:
+def _torch(pairs, rows, ref, test, ref_feed, test_feed, call_key, chunk=None,  # noqa: PLR0913
+           known=None) -> None:
+    known = known or {}
     with_module = [p for p in pairs if p.method != "output" and p.ref.module]
-    for group in (chunk or (lambda ps: [ps]))(with_module):  # bounded memory: the inputs of one chunk
+    for pair in with_module:
+        rows[id(pair)].input_rel_l2 = known.get(call_key(pair.ref))
+    missing = [p for p in with_module if call_key(p.ref) not in known]
+    for group in (chunk or (lambda ps: [ps]))(missing):  # bounded memory: the inputs of one chunk
         errors = torch_input_errors(ref, test, ref_feed, test_feed, [call_key(p.ref) for p in group])
         for pair in group:
             rows[id(pair)].input_rel_l2 = errors.get(call_key(pair.ref))

@@ -91,6 +91,7 @@ class _Comparison:
         self.warnings: list[str] = []
         self.unmatched: list[Unmatched] = []
         self.hooked: dict = {}  # id(runner) -> model outputs of a hooked pass this comparison ran
+        self.input_errors: dict = {}  # module call -> error of its inputs, measured in the test pass
 
     def _timed(self, name, fn, *args, **kwargs):
         start = time.perf_counter()
@@ -144,7 +145,8 @@ class _Comparison:
         self.findings += weights
         self.warnings += self._timed("amplification", amplification.apply, match.layer_pairs, self.rows,
                                      self.ref, self.test, ref_feed, test_feed, call_key,
-                                     lambda ps: plan_chunks(ps, self.opt["memory_budget_mb"] << 20))
+                                     lambda ps: plan_chunks(ps, self.opt["memory_budget_mb"] << 20),
+                                     input_errors=self.input_errors)
 
     def _output_rows(self, pairs, ref_feed, test_feed) -> dict:
         """Model outputs compared on each side's uninstrumented run: the model as deployed decides."""

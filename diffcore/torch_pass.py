@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 from .capture.spill import SpillStore
+from .local import call_key
 
 
 def streams(ref, test) -> bool:
@@ -28,7 +29,9 @@ def torch_rows(cmp, pairs, ref_feed, test_feed) -> dict:
         calls = cmp.local.torch_calls(pairs) if cmp.local.inline else []
         ref_out = cmp._timed("capture", cmp.ref.visit, ref_feed, {p.ref.key for p in pairs}, store.put,
                              calls, store.put_call)
-        test_out = _test_pass(cmp, pairs, test_feed, store, rows)
+        # the test side's own calls only: a call its model does not make must not end the pass
+        test_calls = {call_key(p.test) for p in pairs}
+        test_out = _test_pass(cmp, pairs, test_feed, store, rows, [c for c in calls if c in test_calls])
         cmp.hooked = {id(cmp.ref): ref_out, id(cmp.test): test_out}
         if calls:
             cmp.local.recorded = store.calls()
@@ -40,8 +43,15 @@ def torch_rows(cmp, pairs, ref_feed, test_feed) -> dict:
     return rows
 
 
-def _test_pass(cmp, pairs, test_feed, store, rows) -> list:
-    """The test forward, computing each pair's statistics in the hook that produces its test value."""
+def _test_pass(cmp, pairs, test_feed, store, rows, calls=()) -> list:
+    """The test forward, computing each pair's statistics in the hook that produces its test value, and the
+    error of each recorded module call's inputs against the reference's (the error amplification's input,
+    amplification.py) before the call runs: no further forward of either side for it."""
+    from .amplification import rel_l2_of
+
+    def on_call(call, args, kwargs):
+        cmp.input_errors[call] = rel_l2_of(store.call(call), (tuple(args), dict(kwargs)))
+
     by_test: dict = {}
     for pair in pairs:
         by_test.setdefault(pair.test.key, []).append(pair)
@@ -54,7 +64,7 @@ def _test_pass(cmp, pairs, test_feed, store, rows) -> list:
     before = cmp.timings.get("statistics", 0.0)
     start = time.perf_counter()
     try:
-        return cmp.test.visit(test_feed, set(by_test), on_value)
+        return cmp.test.visit(test_feed, set(by_test), on_value, calls, on_call if calls else None)
     finally:  # the forward alone is capture time; statistics computed in its hooks are counted apart
         spent = time.perf_counter() - start - (cmp.timings.get("statistics", 0.0) - before)
         cmp.timings["capture"] = cmp.timings.get("capture", 0.0) + spent
