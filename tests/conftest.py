@@ -29,6 +29,13 @@ SIMULATED_CUDA = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 os.environ["DIFFCORE_VALIDATE_WRITES"] = "1"
 
 
+@pytest.fixture(autouse=True)
+def report_width_of_a_pipe(monkeypatch):
+    """Reports render at the width they get when stdout is not a terminal (100), whatever the runner:
+    pytest-xdist's workers inherit a $COLUMNS from the controller's terminal."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
 def pytest_collection_modifyitems(config, items):
     if HAS_GPU and not SIMULATED_CUDA:
         return
