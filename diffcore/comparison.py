@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 
-from . import amplification, env, ranges
+from . import amplification, env, quant, ranges
 from .coverage import coverage_of, decide
 from .drift import drift_many
 from .errors import DiffcoreError
@@ -124,6 +124,7 @@ class _Comparison:
         if everywhere and not self.local.inline:
             for chunk in self._chunks([p for p in match.layer_pairs if id(p) in rows], "local errors"):
                 self._add_local(chunk, rows, ref_feed, test_feed)
+        self._quantized(match, rows, ref_feed)
         layers = [rows[id(p)] for p in match.layer_pairs if id(p) in rows]
         outputs = [rows[id(p)] for p in match.output_pairs if id(p) in rows]
         rule = DivergenceRule()
@@ -136,6 +137,15 @@ class _Comparison:
         self.local.explain_missing(layers, outputs)
         self._diagnose(match, layers + outputs, ref_feed, test_feed)
         return self._report(layers, outputs, loc, rule)
+
+    def _quantized(self, match, rows, ref_feed) -> None:
+        """Rows of a quantized test graph's layers get their precision and the error their scales predict,
+        which the divergence rule judges them by (diffcore/quant)."""
+        if not quant.is_quantized(self.test):
+            return
+        pairs = match.layer_pairs + match.output_pairs
+        self.warnings += self._timed("quantization", quant.annotate_rows, pairs, rows, self.ref, self.test,
+                                     ref_feed, self.local.test_to_ref)
 
     def _diagnose(self, match, rows, ref_feed, test_feed) -> None:
         """Range notes and weight findings (ranges.py), and error amplification (amplification.py)."""

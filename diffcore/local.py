@@ -19,6 +19,7 @@ is re-run depends on the sides:
 """
 from __future__ import annotations
 
+from . import quant
 from .errors import DiffcoreError
 from .local_scope import ScopeFeeder, flat_tensors
 
@@ -180,6 +181,12 @@ class LocalComputer:
 
     # ---- ONNX vs ONNX ------------------------------------------------------------------------------------
     def _producer_inputs(self, key: str) -> list:
+        """The test values fed with reference values to run the layer that makes ``key`` on its own. A
+        quantized layer is fed before its input quantization (the float values its QuantizeLinear or
+        DynamicQuantizeLinear reads), so its local error includes the rounding it really computes with."""
+        layer = quant.precisions_of(self.test).get(key)
+        if layer is not None and layer.activations:
+            return [operand.value for operand in layer.activations]
         graph = self.test.graph
         return graph.inputs_of[graph.producer[key]]
 

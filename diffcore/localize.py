@@ -50,6 +50,8 @@ class DivergenceRule:
     noise_ulps: float = 32.0
     anomaly_factor: float = 20.0
     jump_factor: float = 100.0
+    quant_factor: float = 4.0  # a quantized layer diverges past this many times its predicted error
+    quant_peer_factor: float = 5.0  # ... or past this many times the median quantized layer's local error
     born_here_share: float = 0.5
 
     def noise_floor(self, dtype: str) -> float:
@@ -85,11 +87,29 @@ class _Judge:
         self.rule = rule
         locals_ = [r.local_rel_l2 for r in rows if _finite(r.local_rel_l2)]
         self.median_local = statistics.median(locals_) if locals_ else None
+        quantized = [r.local_rel_l2 for r in rows if _finite(r.local_rel_l2) and _finite(r.predicted_rel_l2)]
+        self.median_quantized = statistics.median(quantized) if len(quantized) >= 3 else None
         self.upstream_max = 0.0
         self.seen_limit = False
 
-    def local_threshold(self, dtype: str) -> float:
-        floor = self.rule.noise_floor(dtype)
+    def quantized_outlier(self, row) -> str:
+        """A quantized layer losing far more than its quantized peers (an outlier weight that coarsens a
+        per-tensor scale is within what that scale predicts, but not within what its neighbours lose)."""
+        median = self.median_quantized
+        if not _finite(row.predicted_rel_l2) or not median or row.local_rel_l2 is None:
+            return ""
+        if row.local_rel_l2 <= self.rule.quant_peer_factor * median or row.local_rel_l2 <= self.rule.fine_rel_l2:
+            return ""
+        return (f"local error {_pct(row.local_rel_l2)} is {row.local_rel_l2 / median:.3g}x the median quantized layer "
+                f"({_pct(median)}; {row.precision}, predicted {_pct(row.predicted_rel_l2)} from its scales): "
+                "its quantization is much coarser than its neighbours'")
+
+    def local_threshold(self, row) -> float:
+        """A quantized layer's local error is judged against what its scales predict (diffcore/quant); any
+        other layer's against its dtype's noise floor and its neighbours."""
+        if _finite(row.predicted_rel_l2):
+            return self.rule.quant_factor * row.predicted_rel_l2
+        floor = self.rule.noise_floor(row.test_dtype)
         if self.median_local is None:
             return floor
         return max(floor, self.rule.anomaly_factor * self.median_local)
@@ -97,9 +117,18 @@ class _Judge:
     def local_fires(self, row) -> str:
         if row.local_new_nonfinite:
             return f"makes NaN/Inf from the reference's (finite) inputs: {row.local_new_nonfinite} values"
+        if row.quant_issue:
+            return row.quant_issue + ("" if row.local_rel_l2 is None else f" (local error {_pct(row.local_rel_l2)})")
         if row.local_rel_l2 is None:
             return ""
-        threshold = self.local_threshold(row.test_dtype)
+        quantized = self.quantized_outlier(row)
+        if quantized:
+            return quantized
+        threshold = self.local_threshold(row)
+        if row.local_rel_l2 > threshold and _finite(row.predicted_rel_l2):
+            return (f"local error {_pct(row.local_rel_l2)} is {row.local_rel_l2 / row.predicted_rel_l2:.3g}x what "
+                    f"its quantization scales predict ({_pct(row.predicted_rel_l2)}, {row.precision})"
+                    + _saturation_words(row))
         if row.local_rel_l2 > threshold:
             ratio = "" if not self.median_local else f", {row.local_rel_l2 / self.median_local:.3g}x the median layer"
             return f"local error {_pct(row.local_rel_l2)} above its threshold {_pct(threshold)}{ratio}"
@@ -132,7 +161,7 @@ class _Judge:
         elif limit_cause:
             self._past_limit(row, limit_cause)
         elif row.rel_l2 > self.rule.fine_rel_l2:
-            row.status, row.cause = DRIFT, f"within the expected noise of {row.test_dtype}"
+            row.status, row.cause = DRIFT, _drift_cause(row)
         else:
             row.status, row.cause = OK, ""
         _with_range(row)
@@ -154,6 +183,20 @@ class _Judge:
         else:
             row.status, row.cause = CARRIED, f"{cause}; follows an earlier divergence"
         self.seen_limit = True
+
+
+def _saturation_words(row) -> str:
+    if "int8" not in (row.precision or "") or "uint8 per" in (row.precision or ""):
+        return ""
+    return ("; int8 weights with 8-bit activations: ONNX Runtime's x86 int8 kernels without VNNI add u8*s8 "
+            "products in 16 bits and can saturate (quantize with reduce_range=True, or uint8 weights)")
+
+
+def _drift_cause(row) -> str:
+    if _finite(row.predicted_rel_l2):
+        local = "" if row.local_rel_l2 is None else f"local {_pct(row.local_rel_l2)} against "
+        return f"{row.precision}: {local}{_pct(row.predicted_rel_l2)} predicted by its scales"
+    return f"within the expected noise of {row.test_dtype}"
 
 
 def _pct(value: float) -> str:

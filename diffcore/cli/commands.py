@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from .._deps import require
 from ..errors import DiffcoreError
 from ..spec import check_spec
 from .files import check_outputs, input_paths, load_inputs
@@ -125,7 +126,8 @@ def run_compare(args) -> int:
     check_spec(args.test, "TEST")
     check_flags(args)
     outputs = _compare_outputs(args)
-    if getattr(args, "suggest_fp32", False) and args.test.endswith(".onnx") and args.test_dtype != "float16":
+    if getattr(args, "suggest_fp32", False) and args.test.endswith(".onnx") and args.test_dtype != "float16" \
+            and not _quantized_onnx(args.test):
         raise DiffcoreError("--suggest-fp32 with an ONNX TEST needs --test-dtype float16 (TEST is the float32 "
                             "model that onnxconverter-common converts)")
     inputs = load_inputs(args.inputs) if args.inputs else None
@@ -149,8 +151,29 @@ def run_compare(args) -> int:
     return report.exit_code
 
 
+def _quantized_onnx(path: str) -> bool:
+    """An int8 model (QDQ, QOperator or dynamic): --suggest-fp32 then suggests nodes_to_exclude."""
+    onnx = require("onnx")
+    from ..quant.graph import layer_precisions
+
+    try:
+        return bool(layer_precisions(onnx.load(path)))
+    except Exception:  # noqa: BLE001 - an unreadable model is reported when it is loaded for the comparison
+        return False
+
+
 def _suggest_fp32(args, report, inputs, human) -> None:
-    """``--suggest-fp32``: the float32 set after the report (diffcore/precision)."""
+    """``--suggest-fp32``: the float32 set after the report (diffcore/precision); for a quantized ONNX
+    TEST, the nodes to exclude from quantization (diffcore/quant/exclude.py)."""
+    if args.test.endswith(".onnx") and args.test_dtype is None and _quantized_onnx(args.test):
+        from ..quant.exclude import suggest_exclusions
+
+        if inputs is None:
+            raise DiffcoreError("--suggest-fp32 for a quantized model needs --inputs: they calibrate the "
+                                "re-quantization")
+        human.write("\n" + suggest_exclusions(args.ref, args.test, inputs, report).to_text())
+        human.flush()
+        return
     suggestion = report.suggest_fp32(
         args.ref, args.test, inputs, test_dtype=args.test_dtype, test_autocast=args.test_autocast,
         max_runs=args.fp32_max_runs, atol=args.atol, rtol=args.rtol, ref_dtype=args.ref_dtype,

@@ -93,6 +93,12 @@ class LayerRow:
     # times the layer multiplies it: max(rel_l2 - local_rel_l2, 0) / input_rel_l2
     input_rel_l2: float | None = None
     gain: float | None = None
+    # quantized layers (diffcore/quant): what the layer computes in, the relative L2 error its scales predict
+    # for a correct layer, and the terms of that prediction (input, weight, output rounding)
+    precision: str | None = None
+    predicted_rel_l2: float | None = None
+    quant_terms: dict | None = None
+    quant_issue: str = ""      # what is wrong with the quantization itself (misread zero point, clipped range)
 
     @property
     def comparable(self) -> bool:

@@ -1,0 +1,11 @@
+"""Quantized ONNX models judged by the precision each layer computes in (docs/ARCHITECTURE.md, "Quantized
+models").
+
+``graph.py`` reads each layer's precision from the graph (QDQ pairs, QOperator ops, dynamic quantization);
+``noise.py`` predicts the error a correct layer with those scales shows; ``annotate.py`` puts both on the
+report's rows so the divergence rule (localize.py) judges a quantized layer against its own scales, not
+against float32's epsilon.
+"""
+from .annotate import annotate_rows, is_quantized, precisions_of
+
+__all__ = ["annotate_rows", "is_quantized", "precisions_of"]

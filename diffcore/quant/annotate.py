@@ -1,0 +1,156 @@
+"""Quantized layers on the report's rows: what each computes in, and the error its scales predict.
+
+``annotate_rows`` sets ``precision`` ("int8 per-channel W, uint8 A -> uint8 (QDQ)") and
+``predicted_rel_l2`` (noise.py) on every row whose test value a quantized layer produces. The divergence
+rule then judges that row's local error against its prediction instead of float32's epsilon (localize.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .graph import layer_precisions
+from .noise import predicted_rel_l2, weight_term
+
+
+def _model_of(runner):
+    """The test side's ONNX model with its initializers (quantization scales and weights), or None."""
+    store = getattr(runner, "_store", None)
+    if store is None:
+        return None
+    onnx = __import__("onnx")
+    model = onnx.ModelProto()
+    model.CopyFrom(store.skeleton)
+    present = {t.name for t in model.graph.initializer}
+    for name in store.initializer_names:
+        if name not in present:
+            tensor = store.large_tensor(name)
+            if tensor is not None:
+                model.graph.initializer.append(tensor)
+    return model
+
+
+def precisions_of(runner) -> dict:
+    """{test value: graph.LayerPrecision} of an ONNX runner's quantized layers (cached on the runner)."""
+    cached = getattr(runner, "_diffcore_quant_layers", None)
+    if cached is None:
+        model = _model_of(runner)
+        cached = layer_precisions(model) if model is not None else {}
+        try:
+            runner._diffcore_quant_layers = cached
+        except AttributeError:
+            pass
+    return cached
+
+
+def is_quantized(runner) -> bool:
+    return bool(precisions_of(runner))
+
+
+def annotate_rows(pairs, rows: dict, ref_runner, test_runner, ref_feed, test_to_ref: dict) -> list[str]:
+    """Set ``precision`` and ``predicted_rel_l2`` on the rows of quantized layers; return warnings."""
+    layers = precisions_of(test_runner)
+    quantized = [p for p in pairs if id(p) in rows and p.test.key in layers and not rows[id(p)].exact]
+    if not quantized:
+        return []
+    wanted = set()
+    for pair in quantized:
+        wanted.add(pair.ref.key)
+        wanted.update(test_to_ref[a.value] for a in layers[pair.test.key].activations if a.value in test_to_ref)
+    values = ref_runner.capture(ref_feed, wanted)
+    ref_weights = _initializers(ref_runner)
+    for pair in quantized:
+        layer, row = layers[pair.test.key], rows[id(pair)]
+        activations = {a.value: values[test_to_ref[a.value]] for a in layer.activations
+                       if test_to_ref.get(a.value) in values}
+        activations.update({a.value: ref_feed[a.value] for a in layer.activations  # graph inputs
+                            if a.value not in activations and a.value in ref_feed})
+        predicted, terms = predicted_rel_l2(layer, activations, values.get(pair.ref.key))
+        row.precision = layer.describe()
+        row.predicted_rel_l2 = predicted
+        row.quant_terms = {k: round(v, 9) for k, v in terms.items()}
+        row.quant_issue = _issue(layer, activations, values.get(pair.ref.key), ref_weights)
+    return []
+
+
+def _issue(layer, activations, output_values, ref_weights) -> str:
+    """What is wrong with the layer's quantization itself, in words; empty when nothing is."""
+    operands = layer.activations + ([layer.output] if layer.output is not None else [])
+    words = [o.mismatch() for o in operands if o.mismatch()]
+    for operand in layer.activations:
+        if operand.value in activations and not operand.dynamic:
+            words.append(clipped_words(operand, activations[operand.value]))
+    if layer.output is not None and output_values is not None:
+        words.append(clipped_words(layer.output, output_values, "its output"))
+    for operand in layer.weights:
+        words.append(weight_words(operand, ref_weights))
+    return "; ".join(w for w in words if w)
+
+
+# A calibration that clips a few outliers is normal (percentile and entropy calibrators do it on purpose);
+# past this share of the values the range itself is wrong.
+CLIP_SHARE = 0.01
+
+
+def clipped_words(operand, values, what=None) -> str:
+    """Words when more than ``CLIP_SHARE`` of the reference's values fall outside the range the operand's
+    scale and zero point can represent (they are clipped)."""
+    low, high = operand.representable()
+    array = np.asarray(values, dtype=np.float64)
+    array = array[np.isfinite(array)]
+    if not array.size:
+        return ""
+    step = float(np.max(operand.scale))
+    outside = float(np.mean((array < low - step / 2) | (array > high + step / 2)))
+    if outside <= CLIP_SHARE:
+        return ""
+    name = what or repr(operand.value)
+    return (f"{100 * outside:.3g} % of the reference's values of {name} lie outside [{low:.4g}, {high:.4g}], the "
+            f"range its {operand.dtype} scale represents (reference range [{array.min():.4g}, {array.max():.4g}]): "
+            "clipped by a calibration range too narrow")
+
+
+# Rounding to a grid leaves an error of about step/sqrt(12) per element; a weight off by more than this
+# factor was not simply rounded (a wrong scale or zero point).
+WEIGHT_FACTOR = 2.0
+
+
+def weight_words(operand, ref_weights: dict) -> str:
+    """Words when a dequantized weight differs from the reference's float weight by far more than rounding."""
+    ref = _reference_weight(operand, ref_weights)
+    if ref is None or ref.size < 16:
+        return ""
+    norm = float(np.linalg.norm(ref))
+    if not norm:
+        return ""
+    measured = float(np.linalg.norm(operand.weight - ref)) / norm
+    rounding = weight_term(operand) or 0.0
+    if measured <= WEIGHT_FACTOR * max(rounding, 1e-12):
+        return ""
+    return (f"weight {operand.value!r} differs from the reference's by {100 * measured:.3g} % where rounding to its "
+            f"scale gives {100 * rounding:.3g} %: a wrong scale or zero point")
+
+
+def _reference_weight(operand, ref_weights: dict):
+    name = operand.value
+    for suffix in ("_Transposed_quantized", "_quantized", "_QuantizeLinear_Output"):
+        if name.endswith(suffix):
+            base = name[: -len(suffix)]
+            ref = ref_weights.get(base)
+            if ref is None:
+                return None
+            ref = np.asarray(ref, np.float64)
+            if ref.shape == operand.weight.shape:
+                return ref
+            if ref.T.shape == operand.weight.shape:
+                return ref.T
+            return None
+    return None
+
+
+def _initializers(runner) -> dict:
+    model = _model_of(runner)
+    if model is None:
+        return {}
+    from onnx import numpy_helper
+
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type in (1, 10, 11)}
