@@ -110,6 +110,8 @@ class _Comparison:
             test_probes = self.test_probes = self._timed("probe", self.test.probes, test_feed)
             bar.update()
         match = self._timed("match", match_probes, ref_probes, test_probes)
+        if quant.is_quantized(self.test):  # QDQ layers compared where the next layer reads them
+            quant.dequantized_pairs(match, test_probes, quant.precisions_of(self.test))
         self.match_pairs = match.pairs
         self.unmatched += match.unmatched
         self.local = LocalComputer(self.ref, self.test, match, self.opt["local"])

@@ -182,12 +182,15 @@ class LocalComputer:
     # ---- ONNX vs ONNX ------------------------------------------------------------------------------------
     def _producer_inputs(self, key: str) -> list:
         """The test values fed with reference values to run the layer that makes ``key`` on its own. A
-        quantized layer is fed before its input quantization (the float values its QuantizeLinear or
-        DynamicQuantizeLinear reads), so its local error includes the rounding it really computes with."""
+        QOperator or dynamically quantized layer is fed before its input quantization (the float values its
+        QuantizeLinear or DynamicQuantizeLinear reads), so its local error includes the rounding it computes
+        with; a QDQ layer reads the DequantizeLinear outputs its upstream layers are compared at."""
         layer = quant.precisions_of(self.test).get(key)
+        graph = self.test.graph
+        if layer is not None and layer.kind == "QDQ":  # its inputs are the upstream layers' dequantized values
+            return graph.inputs_of[graph.producer[layer.float_output]]
         if layer is not None and layer.activations:
             return [operand.value for operand in layer.activations]
-        graph = self.test.graph
         return graph.inputs_of[graph.producer[key]]
 
     def _fed_names(self, pairs) -> list:

@@ -7,5 +7,6 @@ report's rows so the divergence rule (localize.py) judges a quantized layer agai
 against float32's epsilon.
 """
 from .annotate import annotate_rows, is_quantized, precisions_of
+from .pairing import dequantized_pairs
 
-__all__ = ["annotate_rows", "is_quantized", "precisions_of"]
+__all__ = ["annotate_rows", "dequantized_pairs", "is_quantized", "precisions_of"]

@@ -60,9 +60,9 @@ def annotate_rows(pairs, rows: dict, ref_runner, test_runner, ref_feed, test_to_
     ref_weights = _initializers(ref_runner)
     for pair in quantized:
         layer, row = layers[pair.test.key], rows[id(pair)]
-        activations = {a.value: values[test_to_ref[a.value]] for a in layer.activations
-                       if test_to_ref.get(a.value) in values}
-        activations.update({a.value: ref_feed[a.value] for a in layer.activations  # graph inputs
+        own = [a for a in layer.activations if a.dequantized not in test_to_ref]  # else upstream's rounding
+        activations = {a.value: values[test_to_ref[a.value]] for a in own if test_to_ref.get(a.value) in values}
+        activations.update({a.value: ref_feed[a.value] for a in own  # graph inputs
                             if a.value not in activations and a.value in ref_feed})
         predicted, terms = predicted_rel_l2(layer, activations, values.get(pair.ref.key))
         row.precision = layer.describe()

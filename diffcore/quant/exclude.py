@@ -86,7 +86,8 @@ def suggest_exclusions(ref, test, inputs, report, *, out_dir: str | None = None,
     Args:
         ref, test: paths of the float32 and the quantized ONNX models; report: their comparison.
         inputs: the comparison's inputs (dict name -> array): also the calibration data.
-        out_dir: where the re-quantized models are written (a new temporary folder by default).
+        out_dir: a folder in which a new folder receives the re-quantized models (default: the system's
+            temporary folder).
     """
     onnx = __import__("onnx")
     if not (isinstance(ref, str) and isinstance(test, str)):
@@ -103,7 +104,9 @@ def suggest_exclusions(ref, test, inputs, report, *, out_dir: str | None = None,
     if not nodes:
         suggestion.reason = "no quantized layer diverges: the failure is not in a quantized layer"
         return suggestion
-    out_dir = out_dir or tempfile.mkdtemp(prefix="diffcore-requant-")
+    if out_dir:  # a new folder inside it, so no earlier attempt is overwritten
+        os.makedirs(out_dir, exist_ok=True)
+    out_dir = tempfile.mkdtemp(prefix="diffcore-requant-", dir=out_dir or None)
     if _saturation_suspect(report, settings):  # 7-bit weights first: nothing stays in float32
         reduced = replace(settings, reduce_range=True)
         attempt, new_report = _attempt(ref, inputs, [], reduced, os.path.join(out_dir, "reduce_range.onnx"))

@@ -51,6 +51,7 @@ class Operand:
     dynamic: bool = False      # scale computed at run time from the data (DynamicQuantizeLinear)
     written_as: tuple | None = None  # (scale, zero point) of the QuantizeLinear that wrote it, where known
     node: str = ""             # the DequantizeLinear (or op) that reads it with ``scale``/``zero_point``
+    dequantized: str = ""      # QDQ: the DequantizeLinear output the layer reads
 
     def representable(self) -> tuple[float, float]:
         """The float range its integer type holds with this scale and zero point (per tensor)."""
@@ -85,6 +86,7 @@ class LayerPrecision:
     activations: list = field(default_factory=list)   # Operand
     weights: list = field(default_factory=list)       # Operand
     output: Operand | None = None                     # requantization of the output (None: stays float)
+    float_output: str = ""     # the op's own output value (QDQ: before its QuantizeLinear)
 
     def describe(self) -> str:
         """E.g. ``int8 per-channel W, uint8 A -> uint8 (QDQ)``."""
@@ -201,11 +203,11 @@ def _qdq_layers(g: _Graph) -> dict:
         dqs = [d for d in dqs if d is not None and d.op_type == "DequantizeLinear"]
         if not dqs:
             continue
-        layer = LayerPrecision(QDQ, node.name, node.op_type)
+        layer = LayerPrecision(QDQ, node.name, node.op_type, float_output=node.output[0])
         for dq in dqs:
             operand = _operand(g, dq.input[0], dq.input[1], dq.input[2] if len(dq.input) > 2 else "", _axis(dq))
             if operand is not None:
-                operand.node = dq.name or dq.output[0]
+                operand.node, operand.dequantized = dq.name or dq.output[0], dq.output[0]
                 (layer.weights if operand.weight is not None else layer.activations).append(operand)
         for out in node.output:
             found[out] = layer
@@ -216,7 +218,7 @@ def _qdq_layers(g: _Graph) -> dict:
                 if requant is not None:
                     requant.node = dq.name or dq.output[0]
                     found[dq.output[0]] = LayerPrecision(QDQ, node.name, node.op_type, layer.activations,
-                                                         layer.weights, requant)
+                                                         layer.weights, requant, node.output[0])
     return found
 
 
