@@ -121,14 +121,14 @@ class _Judge:
             return row.quant_issue + ("" if row.local_rel_l2 is None else f" (local error {_pct(row.local_rel_l2)})")
         if row.local_rel_l2 is None:
             return ""
-        quantized = self.quantized_outlier(row)
-        if quantized:
-            return quantized
         threshold = self.local_threshold(row)
         if row.local_rel_l2 > threshold and _finite(row.predicted_rel_l2):
             return (f"local error {_pct(row.local_rel_l2)} is {row.local_rel_l2 / row.predicted_rel_l2:.3g}x what "
                     f"its quantization scales predict ({_pct(row.predicted_rel_l2)}, {row.precision})"
                     + _saturation_words(row))
+        quantized = self.quantized_outlier(row)
+        if quantized:
+            return quantized
         if row.local_rel_l2 > threshold:
             ratio = "" if not self.median_local else f", {row.local_rel_l2 / self.median_local:.3g}x the median layer"
             return f"local error {_pct(row.local_rel_l2)} above its threshold {_pct(threshold)}{ratio}"
