@@ -126,7 +126,7 @@ class _Comparison:
         if everywhere and not self.local.inline:
             for chunk in self._chunks([p for p in match.layer_pairs if id(p) in rows], "local errors"):
                 self._add_local(chunk, rows, ref_feed, test_feed)
-        self._quantized(match, rows, ref_feed)
+        self._quantized(match, rows, ref_feed, test_feed)
         layers = [rows[id(p)] for p in match.layer_pairs if id(p) in rows]
         outputs = [rows[id(p)] for p in match.output_pairs if id(p) in rows]
         rule = DivergenceRule()
@@ -140,9 +140,13 @@ class _Comparison:
         self._diagnose(match, layers + outputs, ref_feed, test_feed)
         return self._report(layers, outputs, loc, rule)
 
-    def _quantized(self, match, rows, ref_feed) -> None:
-        """Rows of a quantized test graph's layers get their precision and the error their scales predict,
-        which the divergence rule judges them by (diffcore/quant)."""
+    def _quantized(self, match, rows, ref_feed, test_feed) -> None:
+        """Rows of a quantized test graph's layers (or torch.ao quantized modules) get their precision and the
+        error their scales predict, which the divergence rule judges them by (diffcore/quant)."""
+        if quant.is_torch_quantized(self.test):
+            self.warnings += self._timed("quantization", quant.annotate_torch_rows, match.layer_pairs, rows,
+                                         self.test, test_feed)
+            return
         if not quant.is_quantized(self.test):
             return
         pairs = match.layer_pairs + match.output_pairs

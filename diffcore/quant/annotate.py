@@ -29,6 +29,32 @@ def _model_of(runner):
     return model
 
 
+def annotate_torch_rows(pairs, rows: dict, test_runner, test_feed) -> list[str]:
+    """Rows of torch.ao dynamically quantized Linear modules: precision and predicted error (torch_ao.py)."""
+    from .torch_ao import input_summaries, module_precisions, predicted
+
+    layers = module_precisions(test_runner.module)
+    quantized = [p for p in pairs if id(p) in rows and p.test.module in layers and p.test.key == p.test.module]
+    if not quantized:
+        return []
+    summaries = input_summaries(test_runner, test_feed, {p.test.module for p in quantized})
+    for pair in quantized:
+        layer, row = layers[pair.test.module], rows[id(pair)]
+        row.precision = layer.describe()
+        row.predicted_rel_l2, terms = predicted(layer, summaries.get(pair.test.module))
+        row.quant_terms = {k: round(v, 9) for k, v in terms.items()}
+    return []
+
+
+def is_torch_quantized(runner) -> bool:
+    module = getattr(runner, "module", None)
+    if module is None or "torch" not in __import__("sys").modules:
+        return False
+    from .torch_ao import module_precisions
+
+    return bool(module_precisions(module))
+
+
 def precisions_of(runner) -> dict:
     """{test value: graph.LayerPrecision} of an ONNX runner's quantized layers (cached on the runner)."""
     cached = getattr(runner, "_diffcore_quant_layers", None)

@@ -182,3 +182,25 @@ def test_the_cli_suggests_nodes_to_exclude_for_a_quantized_test(folder, inputs, 
                           timeout=600)
     assert done.returncode == 1, done.stderr
     assert "nodes_to_exclude=['/fc2/Gemm']" in done.stdout and "PASS" in done.stdout
+
+
+def _torch_dynamic(model):
+    import torch
+
+    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_torch_ao_dynamic_model_is_judged_by_its_int8_scales(inputs):
+    report = _compare(qm.mlp(), _torch_dynamic(qm.mlp()), inputs)
+    assert report.verdict == "pass", report.summary
+    for name in ("fc1", "fc2", "fc3"):
+        row = report.row(name)
+        assert "torch.ao dynamic" in row.precision and "int8" in row.precision
+        assert row.local_rel_l2 == pytest.approx(row.predicted_rel_l2, rel=0.5)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_torch_ao_outlier_weight_is_localized(inputs):
+    report = _compare(qm.mlp(outlier_in_fc2=60.0), _torch_dynamic(qm.mlp(outlier_in_fc2=60.0)), inputs)
+    assert report.verdict == "fail" and _first(report) == "fc2"
