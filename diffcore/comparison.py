@@ -12,6 +12,7 @@ import time
 
 from . import amplification, env, quant, ranges
 from .coverage import coverage_of, decide
+from .dataset import is_dataset, run_dataset
 from .drift import drift_many
 from .errors import DiffcoreError
 from .findings import attach as attach_findings
@@ -264,8 +265,11 @@ class _Comparison:
                 continue
             kept.append(pair)
             tensors.append((r, _same_layout(r, t)))
-        stats = self._timed("statistics", drift_many, tensors, **self._drift_options())
+        states = [] if self.opt.get("keep_states") else None
+        stats = self._timed("statistics", drift_many, tensors, **self._drift_options(), states=states)
         rows.update((id(p), self._row(p, s)) for p, s in zip(kept, stats))
+        for pair, state, stat in zip(kept, states or (), stats):
+            rows[id(pair)].merge_state = (state, stat)  # not a field, never serialized (dataset/merge.py)
         return rows
 
     def _drift_options(self) -> dict:
@@ -337,7 +341,9 @@ def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, tes
         ref, test: model specs: a torch.nn.Module, an ONNX model or path, a recorded trace (path or
             Trace), ``file.py:factory`` / ``package.module:factory``, or a Runner (diffcore/spec.py).
         inputs: dict name -> array, an .npz path, or None (a trace's or the model's example inputs, or
-            synthesized from static input shapes).
+            synthesized from static input shapes); or a dataset: any iterable of such dicts (a list, a
+            generator, a torch DataLoader yielding dicts), each sample run once, rows merged exactly
+            (diffcore/dataset).
         atol, rtol: optional element tolerance (both or neither); with them, outputs must also pass it.
         ref_dtype, test_dtype: run that side in this float dtype (torch: a cast copy; ONNX: float16 through
             onnxconverter-common).
@@ -379,6 +385,10 @@ def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, tes
                                       keep_io_types=keep_io_types)
             opened += [test_runner] if test_runner is not test else []
             bar.update()
+        if is_dataset(inputs):  # every sample runs both models once; rows merge exactly (diffcore/dataset)
+            per_sample = {**options, "keep_states": True, "progress": as_progress(False)}
+            return run_dataset(lambda: _Comparison(ref_runner, test_runner, per_sample), inputs,
+                               options["progress"])
         return _Comparison(ref_runner, test_runner, options).run(inputs)
     finally:
         for runner in opened:

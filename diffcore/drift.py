@@ -34,19 +34,27 @@ def _named_pairs(pairs) -> list[tuple[str, object, object]]:
     return out
 
 
-def _reduce(jobs: list[PairJob], backend: str) -> list[DriftStats]:
+def _reduce(jobs: list[PairJob], backend: str, states: list | None = None) -> list[DriftStats]:
+    """DriftStats of each job; with ``states`` (a list), also each job's accumulator state appended to it as
+    (I row, F row, H row, rescaled): what a dataset merges across samples (diffcore/dataset/merge.py)."""
     by_backend: dict[str, tuple] = {}
     for k, job in enumerate(jobs):
         chosen = backends.select(backend, job.ref.device)
         by_backend.setdefault(chosen.name, (chosen, []))[1].append(k)
     results: list = [None] * len(jobs)
+    by_index: dict = {}
     for chosen, indices in by_backend.values():
-        states = chosen.reduce([jobs[k] for k in indices])
-        for k, (i_row, f_row, h_row) in zip(indices, states):
+        reduced = chosen.reduce([jobs[k] for k in indices])
+        for k, (i_row, f_row, h_row) in zip(indices, reduced):
             job = jobs[k]
+            scaled = _rescaled(chosen, job, i_row, f_row)
             results[k] = finalize(i_row, f_row, h_row, shape=job.ref.shape, ref_dtype=job.ref.dtype,
                                   test_dtype=job.params.test_format.name, tolerance=job.params.tolerance,
-                                  backend=chosen.name, scaled=_rescaled(chosen, job, i_row, f_row))
+                                  backend=chosen.name, scaled=scaled)
+            if states is not None:
+                by_index[k] = (i_row.copy(), f_row.copy(), h_row.copy(), scaled is not None)
+    if states is not None:
+        states.extend(by_index[k] for k in range(len(jobs)))
     return results
 
 
@@ -95,12 +103,13 @@ def drift(ref, test, *, atol=None, rtol=None, backend: str = "auto", test_dtype:
 
 
 def drift_many(pairs: Iterable | Mapping, *, atol=None, rtol=None, backend: str = "auto",
-               test_dtype: str | None = None):
+               test_dtype: str | None = None, states: list | None = None):
     """``drift`` for many pairs at once: one parallel pass on the CPU, one or a few launches on a GPU.
 
     Args:
         pairs: a sequence of (ref, test) tuples, or a mapping name -> (ref, test).
         atol, rtol, backend, test_dtype: as for ``drift``, applied to every pair.
+        states: a list to which each pair's accumulator state is appended, in order (for merging).
 
     Returns:
         list[DriftStats] in the order given, or a dict with the mapping's keys. Identical to calling
@@ -109,7 +118,7 @@ def drift_many(pairs: Iterable | Mapping, *, atol=None, rtol=None, backend: str 
     named = _named_pairs(pairs)
     jobs = [_job(ref, test, name if isinstance(pairs, Mapping) else "", atol, rtol, test_dtype)
             for name, ref, test in named]
-    results = _reduce(jobs, backend)
+    results = _reduce(jobs, backend, states)
     if isinstance(pairs, Mapping):
         return {name: stats for (name, _, _), stats in zip(named, results)}
     return results

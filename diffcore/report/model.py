@@ -99,6 +99,8 @@ class LayerRow:
     predicted_rel_l2: float | None = None
     quant_terms: dict | None = None
     quant_issue: str = ""      # what is wrong with the quantization itself (misread zero point, clipped range)
+    # dataset comparisons (diffcore/dataset): count, worst_sample, worst_rel_l2, failing_samples, p50/p90/max
+    samples: dict | None = None
 
     @property
     def comparable(self) -> bool:
@@ -207,6 +209,7 @@ class DiffReport:
     environment: dict = field(default_factory=dict)
     coverage: dict = field(default_factory=dict)  # how much was compared: layers, outputs, elements
     reason: str = ""                     # one line: why the verdict is inconclusive (empty otherwise)
+    dataset: dict | None = None          # over a dataset: samples, verdict counts, failing samples (dataset/)
     schema_version: str = SCHEMA_VERSION
 
     # ---- verdict ---------------------------------------------------------------------------------------
