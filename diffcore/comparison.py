@@ -387,8 +387,9 @@ def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, tes
             bar.update()
         if is_dataset(inputs):  # every sample runs both models once; rows merge exactly (diffcore/dataset)
             per_sample = {**options, "keep_states": True, "progress": as_progress(False)}
+            names = {s.name for r in (ref_runner, test_runner) for s in (r.input_specs() or ())}
             return run_dataset(lambda: _Comparison(ref_runner, test_runner, per_sample), inputs,
-                               options["progress"])
+                               options["progress"], names)
         return _Comparison(ref_runner, test_runner, options).run(inputs)
     finally:
         for runner in opened:

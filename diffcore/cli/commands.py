@@ -10,6 +10,7 @@ import sys
 from .._deps import require
 from ..errors import DiffcoreError
 from ..spec import check_spec
+from .dataset_args import compare_inputs
 from .files import check_outputs, input_paths, load_inputs
 
 __all__ = ["compare_function", "progress_wanted", "run_capture", "run_compare"]
@@ -130,7 +131,7 @@ def run_compare(args) -> int:
             and not _quantized_onnx(args.test):
         raise DiffcoreError("--suggest-fp32 with an ONNX TEST needs --test-dtype float16 (TEST is the float32 "
                             "model that onnxconverter-common converts)")
-    inputs = load_inputs(args.inputs) if args.inputs else None
+    inputs = compare_inputs(args, load_inputs)
     report = compare_function()(
         args.ref, args.test, inputs, atol=args.atol, rtol=args.rtol, ref_dtype=args.ref_dtype,
         test_dtype=args.test_dtype, test_autocast=args.test_autocast, device=args.device,

@@ -21,6 +21,7 @@ import sys
 import traceback
 
 from ..errors import DiffcoreError
+from .dataset_args import add_dataset_options
 
 __all__ = ["build_parser", "entry_point", "main"]
 
@@ -131,8 +132,9 @@ def _add_compare(sub) -> None:
                                    "trace .npz, file.py:factory or package.module:factory.")
     p.add_argument("ref", metavar="REF", help="the reference model spec")
     p.add_argument("test", metavar="TEST", help="the converted model spec")
-    p.add_argument("--inputs", metavar="FILE.npz", help="named inputs (numpy.savez); default: the model's "
-                                                         "example inputs")
+    p.add_argument("--inputs", metavar="FILE.npz|FOLDER", help="named inputs (numpy.savez), or a folder of "
+                   ".npz files, one sample each (a dataset comparison); default: the model's example inputs")
+    add_dataset_options(p)
     _add_runtime_options(p, [("--test-dtype", "run TEST in this dtype"), ("--ref-dtype", "run REF in this dtype")])
     p.add_argument("--test-autocast", choices=("float16", "bfloat16"), default=None,
                    help="run a torch TEST under torch.autocast in this dtype")

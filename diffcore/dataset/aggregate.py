@@ -63,7 +63,8 @@ class _RowSeries:
             row = copy.copy(worst_row)
         row.local_rel_l2 = max(self.local.values()) if self.local else None
         row.status = worst_row.status
-        row.cause = (f"sample {self.worst[1]}: {worst_row.cause}" if worst_row.cause else "")
+        failing = worst_row.status in FAILING and worst_row.cause
+        row.cause = f"sample {self.worst[1]}: {worst_row.cause}" if failing else worst_row.cause
         row.samples = self.spread()
         return row
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from ..errors import DiffcoreError
 from .aggregate import DatasetBuilder
+from ..texts import TOKEN_INPUTS
 from .sources import materialize
 
 
@@ -16,17 +17,18 @@ def is_dataset(inputs) -> bool:
     return hasattr(inputs, "__iter__")
 
 
-def run_dataset(comparison_for, samples, progress):
+def run_dataset(comparison_for, samples, progress, input_names=None):
     """The dataset report of ``samples``; ``comparison_for()`` gives a fresh per-sample comparison.
 
     Memory holds one sample's capture and the rows of the samples so far (statistics, not tensors).
+    ``input_names``: what the models take; tokenizer outputs they do not take are dropped (texts.py).
     """
     total = len(samples) if hasattr(samples, "__len__") else None
     builder = DatasetBuilder()
     with progress.phase("samples", total=total, unit="sample") as bar:
         for index, sample in enumerate(samples):
             try:
-                report = comparison_for().run(materialize(sample))
+                report = comparison_for().run(_fitted(materialize(sample), input_names))
             except DiffcoreError as exc:
                 raise DiffcoreError(f"sample {index}: {exc}") from exc
             builder.add(index, report)
@@ -34,3 +36,9 @@ def run_dataset(comparison_for, samples, progress):
     if not builder.count:
         raise DiffcoreError("the dataset has no sample: nothing was compared")
     return builder.report()
+
+
+def _fitted(sample: dict, input_names) -> dict:
+    if not input_names:
+        return sample
+    return {k: v for k, v in sample.items() if k in input_names or k not in TOKEN_INPUTS}

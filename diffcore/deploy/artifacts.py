@@ -254,6 +254,11 @@ def _tokenizers():
     return require("tokenizers", "checking tokenizers against the golden texts")
 
 
+def load_tokenizer(path):
+    """A ``tokenizers.Tokenizer`` from a tokenizer.json (DiffcoreError when it cannot be loaded)."""
+    return _from_file(path)
+
+
 def _from_file(path):
     try:
         return _tokenizers().Tokenizer.from_file(path)

@@ -13,6 +13,7 @@ import textwrap
 
 from ..local import NOT_COMPUTED
 from .modules import node_lines, view_lines
+from .samples import samples_section
 from .table import COMPACT, format_table, target_width
 
 __all__ = ["bands", "divergence_position", "fmt_num", "fmt_pct", "render_text"]
@@ -465,7 +466,8 @@ def render_text(report, max_rows: int | None = 60, *, width: int | None = None, 
     """
     width = target_width(width)
     sections = [header_lines(report), layer_section(report, max_rows, width, wide, by),
-                output_section(report, width, wide), diagnosis_section(report), findings_section(report),
+                output_section(report, width, wide), samples_section(report), diagnosis_section(report),
+                findings_section(report),
                 set_aside_section(report), local_section(report), unmatched_section(report),
                 warning_section(report)]
     return "\n\n".join("\n".join(_fit_lines(s, width)) for s in sections if s) + "\n"

@@ -1,0 +1,45 @@
+"""Text inputs for NLP models: one sample per line of a text file, tokenized by a tokenizer.json.
+
+Each non-empty line becomes one sample of batch 1: ``input_ids``, ``attention_mask`` and
+``token_type_ids`` (int64, shape [1, tokens]); a model that takes fewer of them gets only those (the
+dataset driver drops the ones neither model takes). One sample per line means no padding: every sentence
+runs at its own length, which is what exercises run-time shapes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import DiffcoreError
+
+TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def read_lines(path) -> list[str]:
+    """The non-empty lines of a UTF-8 text file (line ends stripped)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = [line.rstrip("\r\n") for line in handle]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DiffcoreError(f"cannot read texts {path}: {exc}") from None
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        raise DiffcoreError(f"texts {path}: no non-empty line, so no sample")
+    return lines
+
+
+def text_samples(texts, tokenizer_path) -> list[dict]:
+    """One sample dict per text, tokenized with the ``tokenizers`` library's ``tokenizer_path``."""
+    from .deploy.artifacts import load_tokenizer
+
+    if not tokenizer_path:
+        raise DiffcoreError("--texts needs --tokenizer tokenizer.json (or an hf:FOLDER side that has one)")
+    tokenizer = load_tokenizer(tokenizer_path)
+    samples = []
+    for text in texts:
+        encoding = tokenizer.encode(text)
+        samples.append({
+            "input_ids": np.array([encoding.ids], dtype=np.int64),
+            "attention_mask": np.array([encoding.attention_mask], dtype=np.int64),
+            "token_type_ids": np.array([encoding.type_ids], dtype=np.int64),
+        })
+    return samples
