@@ -34,6 +34,7 @@ def text_samples(texts, tokenizer_path) -> list[dict]:
     if not tokenizer_path:
         raise DiffcoreError("--texts needs --tokenizer tokenizer.json (or an hf:FOLDER side that has one)")
     tokenizer = load_tokenizer(tokenizer_path)
+    tokenizer.no_padding()  # a tokenizer.json may pad to a fixed length: each sentence runs at its own
     samples = []
     for text in texts:
         encoding = tokenizer.encode(text)

@@ -45,7 +45,7 @@ class _RowSeries:
         if row.local_rel_l2 is not None:
             self.local[index] = row.local_rel_l2
         severity = SEVERITY.get(row.status, 0)
-        if severity > self.worst[0] or (severity == self.worst[0] and row.rel_l2 > self.worst[2].rel_l2):
+        if severity > self.worst[0] or (severity == self.worst[0] and _larger(row.rel_l2, self.worst[2].rel_l2)):
             self.worst = (severity, index, row)
         if row.status in FAILING:
             self.failing.append(index)
@@ -70,7 +70,7 @@ class _RowSeries:
 
     def spread(self) -> dict:
         values = np.array([v for v in self.rel_l2.values() if v == v], dtype=np.float64)
-        worst = max(self.rel_l2, key=lambda k: self.rel_l2[k] if self.rel_l2[k] == self.rel_l2[k] else -1.0)
+        worst = self.worst[1]  # the worst status first (a failing sample), then the largest error
         out = {"count": len(self.rel_l2), "worst_sample": int(worst), "worst_rel_l2": float(self.rel_l2[worst]),
                "failing_samples": list(self.failing)}
         if values.size:
@@ -159,6 +159,11 @@ class DatasetBuilder:
         if report.reason:
             parts.append(report.reason)
         return " ".join(parts)
+
+
+def _larger(a: float, b: float) -> bool:
+    """``a > b`` with NaN below every number (a NaN error is judged by the status, not by its size)."""
+    return (a == a) and (b != b or a > b)
 
 
 def _list(indices, limit: int = 10) -> str:

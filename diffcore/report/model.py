@@ -268,6 +268,7 @@ class DiffReport:
             "unmatched": [u.to_dict() for u in self.unmatched], "ref": self.ref, "test": self.test,
             "warnings": list(self.warnings), "findings": list(self.findings), "timings": self.timings,
             "environment": self.environment, "coverage": self.coverage, "reason": self.reason,
+            **({"dataset": self.dataset} if self.dataset else {}),
         }
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -293,6 +294,7 @@ class DiffReport:
             findings=data.get("findings", []),
             timings=data.get("timings", {}), environment=data.get("environment", {}),
             coverage=data.get("coverage", {}), reason=data.get("reason", ""), schema_version=version,
+            dataset=data.get("dataset"),
         )
 
     @classmethod
