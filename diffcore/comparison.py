@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 
 from . import amplification, env, quant, ranges
 from .coverage import coverage_of, decide
@@ -334,7 +335,7 @@ def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, tes
             test_providers=None, backend: str = "auto",
             local: str = "auto", keep_io_types: bool = True,
             memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB,
-            progress: bool | None = None) -> DiffReport:
+            progress: bool | None = None, workers: int = 1) -> DiffReport:
     """Compare an original model (``ref``) with a converted one (``test``) layer by layer.
 
     Args:
@@ -358,6 +359,9 @@ def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, tes
             the models.
         progress: bars over the phases (load, probe, capture, local errors) with tqdm.auto; None shows them
             where a person is watching (stderr a terminal, or a notebook), False never (diffcore/progress.py).
+        workers: for a dataset, shard the samples over this many local processes (each opens both models
+            once; the models must then be given as specs: paths or ``file.py:factory`` strings). The report is
+            the same, bit for bit, as one process's (dataset/workers.py).
 
     Returns:
         DiffReport: verdict, per-layer rows, first divergence, outputs, unmatched tensors.
@@ -369,29 +373,68 @@ def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, tes
         raise DiffcoreError("give atol and rtol together, or neither")
     if local not in ("auto", "all", "none"):
         raise DiffcoreError(f"local must be 'auto', 'all' or 'none', got {local!r}")
+    if int(workers) < 1:
+        raise DiffcoreError(f"workers must be at least 1, got {workers!r}")
     if int(memory_budget_mb) < 1:
         raise DiffcoreError(f"memory_budget_mb must be at least 1, got {memory_budget_mb!r}")
     options = {"atol": atol, "rtol": rtol, "backend": backend, "local": local,
                "memory_budget_mb": int(memory_budget_mb), "progress": as_progress(progress)}
-    opened = []  # runners this call opened (a Runner passed in stays the caller's to close)
-    try:
-        with options["progress"].phase("load", total=2, unit="model") as bar:
-            ref_runner = open_runner(ref, role="ref", dtype=ref_dtype, device=device,
-                                     providers=ref_providers or providers, keep_io_types=keep_io_types)
-            opened += [ref_runner] if ref_runner is not ref else []
-            bar.update()
-            test_runner = open_runner(test, role="test", dtype=test_dtype, autocast=test_autocast,
-                                      device=device, providers=test_providers or providers,
-                                      keep_io_types=keep_io_types)
-            opened += [test_runner] if test_runner is not test else []
-            bar.update()
+    opening = {"ref_dtype": ref_dtype, "test_dtype": test_dtype, "test_autocast": test_autocast, "device": device,
+               "ref_providers": ref_providers or providers, "test_providers": test_providers or providers,
+               "keep_io_types": keep_io_types}
+    if is_dataset(inputs) and int(workers) > 1:  # shards of samples in worker processes (dataset/workers.py)
+        from .dataset.workers import run_sharded
+
+        plain = {k: v for k, v in options.items() if k != "progress"}
+        return run_sharded(ref, test, inputs, opening, plain, int(workers), options["progress"])
+    with _opened(ref, test, options["progress"], opening) as (ref_runner, test_runner):
         if is_dataset(inputs):  # every sample runs both models once; rows merge exactly (diffcore/dataset)
             per_sample = {**options, "keep_states": True, "progress": as_progress(False)}
-            names = {s.name for r in (ref_runner, test_runner) for s in (r.input_specs() or ())}
             return run_dataset(lambda: _Comparison(ref_runner, test_runner, per_sample), inputs,
-                               options["progress"], names)
+                               options["progress"], _input_names(ref_runner, test_runner))
         return _Comparison(ref_runner, test_runner, options).run(inputs)
+
+
+def _input_names(*runners) -> set:
+    return {s.name for r in runners for s in (r.input_specs() or ())}
+
+
+@contextmanager
+def _opened(ref, test, progress, opening):
+    """Both runners (closing the ones opened here: a Runner passed in stays the caller's to close)."""
+    opened = []
+    try:
+        with progress.phase("load", total=2, unit="model") as bar:
+            ref_runner = open_runner(ref, role="ref", dtype=opening["ref_dtype"], device=opening["device"],
+                                     providers=opening["ref_providers"], keep_io_types=opening["keep_io_types"])
+            opened += [ref_runner] if ref_runner is not ref else []
+            bar.update()
+            test_runner = open_runner(test, role="test", dtype=opening["test_dtype"],
+                                      autocast=opening["test_autocast"], device=opening["device"],
+                                      providers=opening["test_providers"], keep_io_types=opening["keep_io_types"])
+            opened += [test_runner] if test_runner is not test else []
+            bar.update()
+        yield ref_runner, test_runner
     finally:
         for runner in opened:
             runner.close()
+
+
+def sample_reports(ref, test, indexed_samples, opening: dict, options: dict) -> list:
+    """[(index, per-sample report with merge states)] of ``indexed_samples`` [(index, sample)], on runners
+    opened once: what one dataset worker returns (dataset/workers.py)."""
+    from .dataset.driver import fitted
+    from .dataset.sources import materialize
+
+    per_sample = {**options, "keep_states": True, "progress": as_progress(False)}
+    out = []
+    with _opened(ref, test, as_progress(False), opening) as (ref_runner, test_runner):
+        names = _input_names(ref_runner, test_runner)
+        for index, sample in indexed_samples:
+            try:
+                report = _Comparison(ref_runner, test_runner, per_sample).run(fitted(materialize(sample), names))
+            except DiffcoreError as exc:
+                raise DiffcoreError(f"sample {index}: {exc}") from exc
+            out.append((index, report))
+    return out
 

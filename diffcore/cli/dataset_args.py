@@ -10,6 +10,8 @@ def add_dataset_options(parser) -> None:
     parser.add_argument("--sample-axis", type=int, default=None, metavar="N",
                         help="split --inputs FILE.npz along this axis into samples of one, each run once; the "
                              "report merges them (a dataset comparison)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="run the samples of a dataset comparison in N local processes (same report)")
     parser.add_argument("--texts", metavar="FILE", default=None,
                         help="one sample per non-empty line, tokenized by --tokenizer (a dataset comparison)")
     parser.add_argument("--tokenizer", metavar="tokenizer.json", default=None,

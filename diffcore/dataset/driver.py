@@ -28,7 +28,7 @@ def run_dataset(comparison_for, samples, progress, input_names=None):
     with progress.phase("samples", total=total, unit="sample") as bar:
         for index, sample in enumerate(samples):
             try:
-                report = comparison_for().run(_fitted(materialize(sample), input_names))
+                report = comparison_for().run(fitted(materialize(sample), input_names))
             except DiffcoreError as exc:
                 raise DiffcoreError(f"sample {index}: {exc}") from exc
             builder.add(index, report)
@@ -38,7 +38,8 @@ def run_dataset(comparison_for, samples, progress, input_names=None):
     return builder.report()
 
 
-def _fitted(sample: dict, input_names) -> dict:
+def fitted(sample: dict, input_names) -> dict:
+    """``sample`` without the tokenizer outputs neither model takes (texts.py makes all three)."""
     if not input_names:
         return sample
     return {k: v for k, v in sample.items() if k in input_names or k not in TOKEN_INPUTS}

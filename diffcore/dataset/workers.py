@@ -1,0 +1,90 @@
+"""Samples sharded over local worker processes, merged exactly as one process merges them.
+
+Samples are split into ``workers`` contiguous shards by index. Each worker process (spawned, so no
+framework state is inherited) opens both models once and returns, per sample, its report with the rows'
+accumulator states (comparison.sample_reports): statistics, never tensors. The driver feeds them to the
+DatasetBuilder in sample-index order, the order one process uses, so the report is the same bit for bit
+however the samples were sharded. A shard whose worker dies is run again once in a new process; if it
+fails again, the error names the samples it held: no sample is ever dropped silently.
+"""
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from ..errors import DiffcoreError
+from .aggregate import DatasetBuilder
+
+RETRIES = 1
+
+
+def _check_specs(ref, test) -> None:
+    for role, spec in (("REF", ref), ("TEST", test)):
+        if not isinstance(spec, str):
+            raise DiffcoreError(f"workers > 1 needs {role} as a spec string (a model path or file.py:factory) that "
+                                f"each worker process can open, not a {type(spec).__name__} object")
+
+
+def shards(samples: list, workers: int) -> list[list]:
+    """``workers`` contiguous shards of (index, sample), the earlier ones one larger when uneven."""
+    indexed = list(enumerate(samples))
+    size, extra = divmod(len(indexed), workers)
+    out, start = [], 0
+    for k in range(workers):
+        stop = start + size + (1 if k < extra else 0)
+        if stop > start:
+            out.append(indexed[start:stop])
+        start = stop
+    return out
+
+
+def _run_shard(ref, test, shard, opening, options):
+    from ..comparison import sample_reports
+
+    return sample_reports(ref, test, shard, opening, options)
+
+
+def run_sharded(ref, test, samples, opening: dict, options: dict, workers: int, progress):
+    """The dataset report of ``samples`` computed by ``workers`` processes (see the module docstring)."""
+    _check_specs(ref, test)
+    samples = list(samples)
+    if not samples:
+        raise DiffcoreError("the dataset has no sample: nothing was compared")
+    results: dict = {}
+    pending = shards(samples, workers)
+    context = multiprocessing.get_context("spawn")
+    with progress.phase("samples", total=len(samples), unit="sample") as bar:
+        for attempt in range(RETRIES + 1):
+            failed = _run_round(pending, ref, test, opening, options, context, results, bar)
+            if not failed:
+                break
+            pending = failed
+        else:
+            held = sorted(i for shard in pending for i, _ in shard)
+            raise DiffcoreError(f"a worker process died twice running samples {_indices(held)}: those samples "
+                                "were not compared (run them alone to see why)")
+    builder = DatasetBuilder()
+    for index in sorted(results):
+        builder.add(index, results[index])
+    return builder.report()
+
+
+def _run_round(pending, ref, test, opening, options, context, results, bar) -> list:
+    """Run ``pending`` shards in one pool; return the shards whose worker died."""
+    failed = []
+    with ProcessPoolExecutor(max_workers=len(pending), mp_context=context) as pool:
+        futures = [(shard, pool.submit(_run_shard, ref, test, shard, opening, options)) for shard in pending]
+        for shard, future in futures:
+            try:
+                for index, report in future.result():
+                    results[index] = report
+                    bar.update(1)
+            except BrokenProcessPool:
+                failed.append(shard)
+    return failed
+
+
+def _indices(indices, limit: int = 20) -> str:
+    shown = ", ".join(str(k) for k in indices[:limit])
+    return shown + (f", ... ({len(indices)} in all)" if len(indices) > limit else "")
