@@ -10,6 +10,7 @@ the samples' (local errors are not merged).
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,8 +91,14 @@ class DatasetBuilder:
         self.reasons: dict = {}
         self.first: dict = {}  # sample -> (index, name) of its first divergence
         self.last = None
+        self.merge_seconds = 0.0  # the driver's own work: merging rows (timings["merge"] of the report)
 
     def add(self, index: int, report) -> None:
+        start = time.perf_counter()
+        self._add(index, report)
+        self.merge_seconds += time.perf_counter() - start
+
+    def _add(self, index: int, report) -> None:
         self.count += 1
         for rows, series in ((report.layers, self.layers), (report.outputs, self.outputs)):
             for row in rows:
@@ -104,6 +111,7 @@ class DatasetBuilder:
         self.last = report
 
     def report(self):
+        start = time.perf_counter()
         base = copy.copy(self.last)
         base.layers = sorted((s.merged_row() for s in self.layers.values()), key=lambda r: r.index)
         base.outputs = [s.merged_row() for s in self.outputs.values()]
@@ -111,6 +119,7 @@ class DatasetBuilder:
         base.first_divergence = self._first_divergence(base.layers)
         base.dataset = self._summary()
         base.summary = self._summary_text(base)
+        base.timings = {**base.timings, "merge": round(self.merge_seconds + time.perf_counter() - start, 6)}
         return base
 
     def _verdict(self) -> tuple[str, str]:
