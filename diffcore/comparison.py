@@ -335,7 +335,7 @@ def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, tes
             test_providers=None, backend: str = "auto",
             local: str = "auto", keep_io_types: bool = True,
             memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB,
-            progress: bool | None = None, workers: int = 1) -> DiffReport:
+            progress: bool | None = None, workers: int = 1, ray: bool | str | None = None) -> DiffReport:
     """Compare an original model (``ref``) with a converted one (``test``) layer by layer.
 
     Args:
@@ -362,6 +362,8 @@ def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, tes
         workers: for a dataset, shard the samples over this many local processes (each opens both models
             once; the models must then be given as specs: paths or ``file.py:factory`` strings). The report is
             the same, bit for bit, as one process's (dataset/workers.py).
+        ray: for a dataset, shard the samples over ``workers`` Ray actors instead: True for the running
+            (or a new local) Ray instance, or a cluster address (``pip install 'diffcore[ray]'``).
 
     Returns:
         DiffReport: verdict, per-layer rows, first divergence, outputs, unmatched tensors.
@@ -382,10 +384,15 @@ def compare(ref, test, inputs=None, *, atol=None, rtol=None, ref_dtype=None, tes
     opening = {"ref_dtype": ref_dtype, "test_dtype": test_dtype, "test_autocast": test_autocast, "device": device,
                "ref_providers": ref_providers or providers, "test_providers": test_providers or providers,
                "keep_io_types": keep_io_types}
+    plain = {k: v for k, v in options.items() if k != "progress"}
+    if is_dataset(inputs) and ray is not None:  # shards of samples on Ray actors (dataset/ray_backend.py)
+        from .dataset.ray_backend import run_on_ray
+
+        return run_on_ray(ref, test, inputs, opening, plain, int(workers), options["progress"],
+                          None if ray is True else ray)
     if is_dataset(inputs) and int(workers) > 1:  # shards of samples in worker processes (dataset/workers.py)
         from .dataset.workers import run_sharded
 
-        plain = {k: v for k, v in options.items() if k != "progress"}
         return run_sharded(ref, test, inputs, opening, plain, int(workers), options["progress"])
     with _opened(ref, test, options["progress"], opening) as (ref_runner, test_runner):
         if is_dataset(inputs):  # every sample runs both models once; rows merge exactly (diffcore/dataset)
@@ -423,18 +430,31 @@ def _opened(ref, test, progress, opening):
 def sample_reports(ref, test, indexed_samples, opening: dict, options: dict) -> list:
     """[(index, per-sample report with merge states)] of ``indexed_samples`` [(index, sample)], on runners
     opened once: what one dataset worker returns (dataset/workers.py)."""
+    with _opened(ref, test, as_progress(False), opening) as (ref_runner, test_runner):
+        return reports_on(ref_runner, test_runner, indexed_samples, options)
+
+
+def reports_on(ref_runner, test_runner, indexed_samples, options: dict) -> list:
+    """``sample_reports`` on runners already open (a Ray actor keeps its runners across shards)."""
     from .dataset.driver import fitted
     from .dataset.sources import materialize
 
     per_sample = {**options, "keep_states": True, "progress": as_progress(False)}
+    names = _input_names(ref_runner, test_runner)
     out = []
-    with _opened(ref, test, as_progress(False), opening) as (ref_runner, test_runner):
-        names = _input_names(ref_runner, test_runner)
-        for index, sample in indexed_samples:
-            try:
-                report = _Comparison(ref_runner, test_runner, per_sample).run(fitted(materialize(sample), names))
-            except DiffcoreError as exc:
-                raise DiffcoreError(f"sample {index}: {exc}") from exc
-            out.append((index, report))
+    for index, sample in indexed_samples:
+        try:
+            report = _Comparison(ref_runner, test_runner, per_sample).run(fitted(materialize(sample), names))
+        except DiffcoreError as exc:
+            raise DiffcoreError(f"sample {index}: {exc}") from exc
+        out.append((index, report))
     return out
+
+
+def open_pair(ref, test, opening: dict):
+    """Both runners for a long-lived worker (a Ray actor): (context, ref runner, test runner); close with
+    ``context.__exit__(None, None, None)``."""
+    context = _opened(ref, test, as_progress(False), opening)
+    ref_runner, test_runner = context.__enter__()
+    return context, ref_runner, test_runner
 

@@ -139,6 +139,7 @@ def run_compare(args) -> int:
         backend=args.backend, local=args.local, progress=progress_wanted() and not args.quiet,
         **({"memory_budget_mb": args.memory_budget_mb} if args.memory_budget_mb else {}),
         **({"workers": args.workers} if getattr(args, "workers", 1) != 1 else {}),
+        **({"ray": args.ray} if getattr(args, "ray", None) else {}),
     )
     # Files first: a reader that closes stdout early (| head) must not cost the user the JSON.
     _write_reports(args, report, outputs)

@@ -12,6 +12,9 @@ def add_dataset_options(parser) -> None:
                              "report merges them (a dataset comparison)")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="run the samples of a dataset comparison in N local processes (same report)")
+    parser.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+                        help="run the samples on --workers Ray actors: the running or a new local Ray "
+                             "instance, or the cluster at ADDRESS (pip install 'diffcore[ray]')")
     parser.add_argument("--texts", metavar="FILE", default=None,
                         help="one sample per non-empty line, tokenized by --tokenizer (a dataset comparison)")
     parser.add_argument("--tokenizer", metavar="tokenizer.json", default=None,

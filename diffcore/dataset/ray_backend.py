@@ -1,0 +1,82 @@
+"""Samples sharded over Ray actors (``pip install 'diffcore[ray]'``).
+
+One actor per worker opens both models once (one GPU per actor where the cluster has enough) and runs the
+shards it is given, returning per-sample reports with the rows' accumulator states: statistics, not
+tensors. The driver merges them in sample-index order, the order of one process, so the report is the
+same bit for bit however the samples were sharded. An actor that dies has its shard run again once on a
+new actor; then the error names the samples it held.
+"""
+from __future__ import annotations
+
+from .._deps import require
+from ..errors import DiffcoreError
+from .aggregate import DatasetBuilder
+from .workers import RETRIES, _check_specs, _indices, shards
+
+
+class _Worker:
+    """The actor: both runners opened once, kept across shards."""
+
+    def __init__(self, ref, test, opening, options):
+        from ..comparison import open_pair
+
+        self.options = options
+        self.context, self.ref, self.test = open_pair(ref, test, opening)
+
+    def run(self, shard):
+        from ..comparison import reports_on
+
+        return reports_on(self.ref, self.test, shard, self.options)
+
+
+def _connect(ray, address):
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+
+
+def run_on_ray(ref, test, samples, opening: dict, options: dict, workers: int, progress, address=None):
+    """The dataset report of ``samples`` computed on ``workers`` Ray actors (see the module docstring)."""
+    ray = require("ray", "sharding a dataset comparison over a Ray cluster (pip install 'diffcore[ray]')")
+    _check_specs(ref, test)
+    samples = list(samples)
+    if not samples:
+        raise DiffcoreError("the dataset has no sample: nothing was compared")
+    _connect(ray, address)
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= workers else 0
+    actor = ray.remote(num_gpus=gpus, num_cpus=0)(_Worker)
+    results, pending = {}, shards(samples, max(1, workers))
+    with progress.phase("samples", total=len(samples), unit="sample") as bar:
+        for _ in range(RETRIES + 1):
+            pending = _round(ray, actor, pending, ref, test, opening, options, results, bar)
+            if not pending:
+                break
+        else:
+            held = sorted(i for shard in pending for i, _ in shard)
+            raise DiffcoreError(f"a Ray actor died twice running samples {_indices(held)}: those samples were "
+                                "not compared")
+    builder = DatasetBuilder()
+    for index in sorted(results):
+        builder.add(index, results[index])
+    return builder.report()
+
+
+def _round(ray, actor, pending, ref, test, opening, options, results, bar) -> list:
+    """Run ``pending`` shards, one new actor each; return the shards whose actor died."""
+    actors = [actor.remote(ref, test, opening, options) for _ in pending]
+    refs = [a.run.remote(shard) for a, shard in zip(actors, pending)]
+    failed = []
+    for shard, handle in zip(pending, refs):
+        try:
+            for index, report in ray.get(handle):
+                results[index] = report
+                bar.update(1)
+        except ray.exceptions.RayActorError:
+            failed.append(shard)
+        except ray.exceptions.RayTaskError as exc:  # a DiffcoreError inside the actor: the user's to see
+            cause = exc.as_instanceof_cause()
+            if isinstance(cause, DiffcoreError):
+                raise DiffcoreError(str(cause)) from None
+            raise
+    for a in actors:
+        ray.kill(a)
+    return failed
