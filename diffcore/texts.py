@@ -14,16 +14,16 @@ from .errors import DiffcoreError
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def read_lines(path) -> list[str]:
-    """The non-empty lines of a UTF-8 text file (line ends stripped)."""
+def read_lines(path, what: str = "--texts file") -> list[str]:
+    """The non-empty lines of a UTF-8 text file (line ends stripped): one text per line."""
     try:
         with open(path, encoding="utf-8") as handle:
             lines = [line.rstrip("\r\n") for line in handle]
     except (OSError, UnicodeDecodeError) as exc:
-        raise DiffcoreError(f"cannot read texts {path}: {exc}") from None
+        raise DiffcoreError(f"cannot read {what} {path}: {exc}") from None
     lines = [line for line in lines if line.strip()]
     if not lines:
-        raise DiffcoreError(f"texts {path}: no non-empty line, so no sample")
+        raise DiffcoreError(f"{what} {path} holds no text (one text per line)")
     return lines
 
 

@@ -104,15 +104,9 @@ def _run_env_diff(args) -> int:
 
 def _read_texts(path: str) -> list:
     """One golden text per line (blank lines skipped)."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            texts = [line.rstrip("\r\n") for line in handle]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DiffcoreError(f"cannot read --texts file {path}: {exc}") from None
-    texts = [t for t in texts if t.strip()]
-    if not texts:
-        raise DiffcoreError(f"--texts file {path} holds no text (one text per line)")
-    return texts
+    from ..texts import read_lines
+
+    return read_lines(path)
 
 
 def _key(args):

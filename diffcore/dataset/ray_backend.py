@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from .._deps import require
 from ..errors import DiffcoreError
-from .aggregate import DatasetBuilder
-from .workers import RETRIES, _check_specs, _indices, shards
+from .workers import _check_specs, merged_with_retries, shards
 
 
 class _Worker:
@@ -44,20 +43,11 @@ def run_on_ray(ref, test, samples, opening: dict, options: dict, workers: int, p
     _connect(ray, address)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= workers else 0
     actor = ray.remote(num_gpus=gpus, num_cpus=0)(_Worker)
-    results, pending = {}, shards(samples, max(1, workers))
-    with progress.phase("samples", total=len(samples), unit="sample") as bar:
-        for _ in range(RETRIES + 1):
-            pending = _round(ray, actor, pending, ref, test, opening, options, results, bar)
-            if not pending:
-                break
-        else:
-            held = sorted(i for shard in pending for i, _ in shard)
-            raise DiffcoreError(f"a Ray actor died twice running samples {_indices(held)}: those samples were "
-                                "not compared")
-    builder = DatasetBuilder()
-    for index in sorted(results):
-        builder.add(index, results[index])
-    return builder.report()
+
+    def run_round(pending, results, bar):
+        return _round(ray, actor, pending, ref, test, opening, options, results, bar)
+
+    return merged_with_retries(shards(samples, max(1, workers)), run_round, progress, len(samples), "a Ray actor")
 
 
 def _round(ray, actor, pending, ref, test, opening, options, results, bar) -> list:

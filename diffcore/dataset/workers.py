@@ -51,19 +51,27 @@ def run_sharded(ref, test, samples, opening: dict, options: dict, workers: int, 
     samples = list(samples)
     if not samples:
         raise DiffcoreError("the dataset has no sample: nothing was compared")
-    results: dict = {}
-    pending = shards(samples, workers)
     context = multiprocessing.get_context("spawn")
-    with progress.phase("samples", total=len(samples), unit="sample") as bar:
-        for attempt in range(RETRIES + 1):
-            failed = _run_round(pending, ref, test, opening, options, context, results, bar)
-            if not failed:
+
+    def run_round(pending, results, bar):
+        return _run_round(pending, ref, test, opening, options, context, results, bar)
+
+    return merged_with_retries(shards(samples, workers), run_round, progress, len(samples), "a worker process")
+
+
+def merged_with_retries(pending, run_round, progress, total: int, who: str):
+    """Run the shards with ``run_round(pending, results, bar) -> failed shards``, once more for the failed
+    ones, then merge every sample's report in sample order (the order of one process)."""
+    results: dict = {}
+    with progress.phase("samples", total=total, unit="sample") as bar:
+        for _ in range(RETRIES + 1):
+            pending = run_round(pending, results, bar)
+            if not pending:
                 break
-            pending = failed
         else:
             held = sorted(i for shard in pending for i, _ in shard)
-            raise DiffcoreError(f"a worker process died twice running samples {_indices(held)}: those samples "
-                                "were not compared (run them alone to see why)")
+            raise DiffcoreError(f"{who} died twice running samples {_indices(held)}: those samples were not "
+                                "compared (run them alone to see why)")
     builder = DatasetBuilder()
     for index in sorted(results):
         builder.add(index, results[index])

@@ -145,7 +145,7 @@ def test_the_cli_takes_a_folder_of_samples_and_a_split_archive(onnx_pair):
 
 @pytest.mark.parametrize("args, message", [
     (["--sample-axis", "0"], "--sample-axis splits --inputs"),
-    (["--texts", "missing.txt", "--tokenizer", "missing.json"], "cannot read texts"),
+    (["--texts", "missing.txt", "--tokenizer", "missing.json"], "cannot read --texts file"),
     (["--tokenizer", "t.json"], "--tokenizer is for --texts"),
 ])
 def test_bad_dataset_options_exit_2_with_one_line(onnx_pair, args, message):

@@ -26,5 +26,5 @@ def test_ray_actors_give_the_report_of_one_process_bit_for_bit():
 
 def test_an_actor_that_dies_twice_names_its_samples(monkeypatch):
     monkeypatch.delenv("DIFFCORE_TEST_CRASH_ONCE", raising=False)
-    with pytest.raises(diffcore.DiffcoreError, match=r"died twice running samples 3, 4, 5"):
+    with pytest.raises(diffcore.DiffcoreError, match=r"a Ray actor died twice running samples 3, 4, 5"):
         diffcore.compare(CRASHING, CRASHING, samples(6, crash_at=4), progress=False, workers=2, ray=True)
