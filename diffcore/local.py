@@ -69,6 +69,10 @@ class LocalComputer:
         self.match = match
         self.calls = {call_key(p.ref) for p in match.pairs if p.method == "module-scope"}
         self.recorded = None  # {call: (args, kwargs)} recorded already (torch vs torch), else None
+        # torch vs torch, set by torch_pass.py for its pass: the SpillStore of both passes' values, and the
+        # calls whose test outputs it kept (their inputs in the test pass were exactly the reference's, rounded)
+        self.stored = None
+        self.test_kept: set = set()
 
     @property
     def test_to_ref(self) -> dict:
@@ -172,12 +176,35 @@ class LocalComputer:
             if _rounding_overflows((args, kwargs), (t_args, t_kwargs)):
                 self._skip(group, f"the reference's inputs overflow {self.test.dtype} when rounded")
                 continue
-            test_out = self.test.run_module(call, t_args, t_kwargs)
-            ref_out = self.ref.run_module(call, r_args, r_kwargs)
+            test_out = self._kept_test(call, group) or self.test.run_module(call, t_args, t_kwargs)
+            ref_out = self._kept_ref(group, (args, kwargs), (r_args, r_kwargs)) or self.ref.run_module(
+                call, r_args, r_kwargs)
             for pair in group:
                 if pair.ref.key in ref_out and pair.test.key in test_out:
                     out[id(pair)] = (ref_out[pair.ref.key], test_out[pair.test.key])
         return out
+
+    def rounded_for_test(self, call, args, kwargs):
+        """The reference's (args, kwargs) of ``call`` rounded to what the test module computes in."""
+        test_dtype = _torch_dtype(self.test.dtype)
+        own = _torch_dtype(self.test.module_dtype(call)) if not self.test.autocast else test_dtype
+        return _cast_floats(args, own), _cast_floats(kwargs, own)
+
+    def _kept_ref(self, group, recorded, rounded) -> dict | None:
+        """The reference's own outputs where rounding left every input as recorded: re-running the module
+        on the very inputs it was called with gives them again (one subtree forward saved per call)."""
+        keys = [p.ref.key for p in group]
+        if self.stored is None or not _unchanged(recorded, rounded) or not all(k in self.stored for k in keys):
+            return None
+        return {k: self.stored.get(k) for k in keys}
+
+    def _kept_test(self, call, group) -> dict | None:
+        """The test's own outputs of ``call``, kept by its pass when its inputs there were exactly the
+        reference's rounded (the local re-run would compute the same thing again)."""
+        keys = {p.test.key: kept_test_key(p.test.key) for p in group}
+        if self.stored is None or call not in self.test_kept or not all(k in self.stored for k in keys.values()):
+            return None
+        return {k: self.stored.get(kept) for k, kept in keys.items()}
 
     # ---- ONNX vs ONNX ------------------------------------------------------------------------------------
     def _producer_inputs(self, key: str) -> list:
@@ -303,6 +330,34 @@ class LocalComputer:
         ref_out = captured if not inputs.rounded else self.ref.run_module(call, inputs.args, inputs.kwargs)
         return {id(p): (ref_out[p.ref.key], exits[p.test.key]) for p in group
                 if p.ref.key in ref_out and p.test.key in exits}
+
+
+def kept_test_key(test_key: str) -> str:
+    """Where the torch pass keeps a test output that is its own local output (``LocalComputer._kept_test``)."""
+    return "\0test-local:" + test_key
+
+
+def _unchanged(original, rounded) -> bool:
+    """Whether rounding returned every tensor of ``original`` itself (no dtype change anywhere)."""
+    a, b = list(flat_tensors(original)), list(flat_tensors(rounded))
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+
+def same_inputs(a, b) -> bool:
+    """Whether two module calls' (args, kwargs) hold bitwise-equal tensors and equal other values."""
+    import torch
+
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
+                and a.shape == b.shape and a.device == b.device and bool(torch.equal(a, b)))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(same_inputs(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_inputs(a[k], b[k]) for k in a)
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:  # noqa: BLE001 (a value without a plain equality is not known to be the same)
+        return False
 
 
 def _dtype_name(value) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from .capture.spill import SpillStore
-from .local import call_key
+from .local import call_key, kept_test_key, same_inputs
 
 
 def streams(ref, test) -> bool:
@@ -34,12 +34,13 @@ def torch_rows(cmp, pairs, ref_feed, test_feed) -> dict:
         test_out = _test_pass(cmp, pairs, test_feed, store, rows, [c for c in calls if c in test_calls])
         cmp.hooked = {id(cmp.ref): ref_out, id(cmp.test): test_out}
         if calls:
-            cmp.local.recorded = store.calls()
+            cmp.local.recorded, cmp.local.stored = store.calls(), store
             try:
                 for chunk in cmp._chunks([p for p in pairs if id(p) in rows]):
                     cmp._add_local(chunk, rows, ref_feed, test_feed)
             finally:
-                cmp.local.recorded = None
+                cmp.local.recorded, cmp.local.stored = None, None
+                cmp.local.test_kept = set()
     return rows
 
 
@@ -50,7 +51,12 @@ def _test_pass(cmp, pairs, test_feed, store, rows, calls=()) -> list:
     from .amplification import rel_l2_of
 
     def on_call(call, args, kwargs):
-        cmp.input_errors[call] = rel_l2_of(store.call(call), (tuple(args), dict(kwargs)))
+        recorded = store.call(call)
+        cmp.input_errors[call] = rel_l2_of(recorded, (tuple(args), dict(kwargs)))
+        # called on exactly the reference's inputs rounded: its own outputs are its local outputs, kept
+        # below instead of re-running the module (and everything under it) for the local error
+        if same_inputs(cmp.local.rounded_for_test(call, *recorded), (tuple(args), dict(kwargs))):
+            cmp.local.test_kept.add(call)
 
     by_test: dict = {}
     for pair in pairs:
@@ -58,6 +64,8 @@ def _test_pass(cmp, pairs, test_feed, store, rows, calls=()) -> list:
 
     def on_value(key, tensor, is_output):
         group = by_test[key]
+        if not is_output and any(call_key(p.test) in cmp.local.test_kept for p in group):
+            store.put(kept_test_key(key), tensor)
         ref_vals = {p.ref.key: store.get(p.ref.key) for p in group}
         rows.update(cmp._pair_rows(group, ref_vals, {key: tensor}))
 

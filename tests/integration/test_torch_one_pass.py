@@ -91,3 +91,39 @@ def test_inference_mode_tensors_without_a_version_counter_are_copied_not_referen
         store.put_call("b", (out,), {})
         assert store.used == 2 * out.numel() * out.element_size()
         assert torch.equal(store.calls()["b"][0][0], out)
+
+
+def _run_modules(monkeypatch, runner):
+    calls = []
+    original = runner.run_module
+
+    def counted(self, key, *args, **kwargs):
+        calls.append(key)
+        return original(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_module", counted)
+    return calls
+
+
+@pytest.mark.parametrize("test_dtype", [None, "float16", "bfloat16"])
+def test_local_errors_reusing_the_passes_outputs_equal_the_per_call_re_runs(monkeypatch, test_dtype):
+    """A module re-run on the inputs it already saw gives the outputs it gave: the reference's where rounding
+    leaves its inputs as recorded, the test's where its own inputs were the reference's rounded. The rows
+    (local errors included) are the ones re-running every call gives, with fewer re-runs."""
+    from diffcore.capture.torch_runner import TorchRunner
+    from diffcore.local import LocalComputer
+
+    ref = models.stack(n_layers=4)
+    test = models.with_tanh_gelu(ref, block=2)
+    inputs = models.stack_inputs()
+    reused_calls = _run_modules(monkeypatch, TorchRunner)
+    reused = diffcore.compare(ref, test, inputs, test_dtype=test_dtype)
+    monkeypatch.setattr(LocalComputer, "_kept_ref", lambda self, *a: None)
+    monkeypatch.setattr(LocalComputer, "_kept_test", lambda self, *a: None)
+    n_reused = len(reused_calls)
+    rerun = diffcore.compare(ref, test, inputs, test_dtype=test_dtype)
+    assert sum(r.local_rel_l2 is not None for r in reused.layers) > 20
+    assert _rows(reused) == _rows(rerun)
+    n_rerun = len(reused_calls) - n_reused
+    # float32: no reference re-run at all; rounded sides: at least the test's first calls are not re-run
+    assert n_reused <= (n_rerun / 2 if test_dtype is None else n_rerun - 1), (n_reused, n_rerun)
