@@ -1,0 +1,122 @@
+"""Keras / SavedModel / TFLite (LiteRT) sides: small models built and converted here, compared layer by layer."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+pytest.importorskip("ai_edge_litert")
+
+from diffcore import compare  # noqa: E402
+from diffcore.errors import DiffcoreError  # noqa: E402
+from diffcore.spec import open_runner  # noqa: E402
+
+
+def _net(epsilon=1e-3, approximate=False, name="net"):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3), name="x")
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inp)
+    h = keras.layers.LayerNormalization(epsilon=epsilon, name="ln")(h)
+    h = keras.layers.Flatten(name="flat")(h)
+    h = keras.layers.Dense(16, name="fc1")(h)
+    act = (lambda t: keras.activations.gelu(t, approximate=True)) if approximate else "gelu"
+    h = keras.layers.Activation(act, name="act")(h)
+    return keras.Model(inp, keras.layers.Dense(5, name="fc2")(h), name=name)
+
+
+def _tflite(model, path, mode="fp32"):
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if mode == "fp16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif mode == "int8":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    path.write_bytes(conv.convert())
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tf")
+    model = _net()
+    model.save(d / "net.keras")
+    out = {"keras": str(d / "net.keras")}
+    for mode in ("fp32", "fp16", "int8"):
+        out[mode] = _tflite(model, d / f"net_{mode}.tflite", mode)
+    # planted bugs: the same weights, a converted copy with a changed epsilon / an approximated GELU
+    for bug, kwargs in (("eps", {"epsilon": 1.0}), ("gelu", {"approximate": True})):
+        copy = _net(**kwargs, name="net")
+        copy.set_weights(model.get_weights())
+        out[bug] = _tflite(copy, d / f"net_{bug}.tflite")
+    return out
+
+
+INPUTS = {"x": np.random.default_rng(0).standard_normal((1, 8, 8, 3)).astype(np.float32)}
+
+
+def test_keras_vs_tflite_fp32_passes_with_layers_paired(files):
+    report = compare(files["keras"], files["fp32"], INPUTS)
+    assert report.passed, report.summary
+    assert {r.name for r in report.layers} >= {"conv", "ln", "flat", "fc1", "act"}
+
+
+def test_keras_vs_tflite_fp16_weights_passes(files):
+    report = compare(files["keras"], files["fp16"], INPUTS)
+    assert report.passed, report.summary
+    assert len(report.layers) >= 5
+
+
+def test_keras_vs_dynamic_int8_drifts_but_is_paired_layer_by_layer(files):
+    report = compare(files["keras"], files["int8"], INPUTS)
+    assert len(report.layers) >= 5
+    worst = max(r.rel_l2 for r in report.layers)
+    assert 1e-4 < worst < 0.2, report.summary  # int8 weights: visible drift, far from garbage
+
+
+def test_changed_layernorm_epsilon_is_localized_to_ln(files):
+    report = compare(files["keras"], files["eps"], INPUTS)
+    assert not report.passed
+    assert report.first_divergence.name == "ln", report.summary
+
+
+def test_tanh_approximated_gelu_first_differs_at_act(files):
+    report = compare(files["keras"], files["gelu"], INPUTS)
+    rows = {r.name: r for r in report.layers}
+    assert rows["fc1"].rel_l2 < 1e-5 and rows["act"].rel_l2 > 10 * max(rows["fc1"].rel_l2, 1e-7), report.summary
+
+
+def test_wrong_input_shape_is_one_line_error(files):
+    runner = open_runner(files["fp32"], role="test")
+    with pytest.raises(DiffcoreError, match=r"input 'x' of test has shape \(1, 4\)"):
+        runner.prepare_inputs({"x": np.zeros((1, 4), np.float32)})
+    with pytest.raises(DiffcoreError, match=r"unknown 'y'.*expected inputs: 'x'"):
+        runner.prepare_inputs({"y": np.zeros((1, 8, 8, 3), np.float32)})
+
+
+def test_savedmodel_without_serving_signature_exits_2(tmp_path):
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.v = tf.Variable(1.0)
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures={})
+    proc = subprocess.run([sys.executable, "-m", "diffcore", "compare", str(tmp_path / "sm"), str(tmp_path / "sm")],
+                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 2, proc.stderr
+    assert "has no serving signature" in proc.stderr
+
+
+def test_savedmodel_signature_outputs_vs_tflite(tmp_path, files):
+    import keras
+
+    model = keras.models.load_model(files["keras"])
+    model.export(str(tmp_path / "sm"))
+    report = compare(str(tmp_path / "sm"), files["fp32"], INPUTS)
+    assert report.passed, report.summary
+    with pytest.raises(DiffcoreError, match="has no signature 'nope'"):
+        open_runner(str(tmp_path / "sm") + "#nope", role="ref")
