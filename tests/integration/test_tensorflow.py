@@ -122,3 +122,32 @@ def test_savedmodel_signature_outputs_vs_tflite(tmp_path, files):
     assert report.passed, report.summary
     with pytest.raises(DiffcoreError, match="has no signature 'nope'"):
         open_runner(str(tmp_path / "sm") + "#nope", role="ref")
+
+
+@pytest.fixture(scope="module")
+def tf2onnx_pair(tmp_path_factory):
+    """A conv net with tanh (tf2onnx 1.17 emits Erfc for GELU, which ONNX has no op for) and its tf2onnx export."""
+    import keras
+    import tensorflow as tf
+    import tf2onnx
+
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((8, 8, 3), name="x")
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inp)
+    h = keras.layers.LayerNormalization(name="ln")(h)
+    h = keras.layers.Flatten(name="flat")(h)
+    h = keras.layers.Dense(16, activation="tanh", name="fc1")(h)
+    model = keras.Model(inp, keras.layers.Dense(5, name="fc2")(h), name="net")
+    d = tmp_path_factory.mktemp("tf2onnx")
+    model.save(d / "net.keras")
+    spec = (tf.TensorSpec((None, 8, 8, 3), tf.float32, name="x"),)
+    tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=str(d / "net.onnx"))
+    return str(d / "net.keras"), str(d / "net.onnx")
+
+
+def test_keras_vs_tf2onnx_pairs_layers_across_nchw_and_passes(tf2onnx_pair):
+    report = compare(*tf2onnx_pair, INPUTS)
+    assert report.passed, report.summary
+    rows = {r.name: r for r in report.layers}
+    assert {"conv", "ln", "flat", "fc1"} <= set(rows), report.summary
+    assert any("NCHW transposed" in n for n in rows["conv"].notes), rows["conv"].notes
