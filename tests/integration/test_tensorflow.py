@@ -1,5 +1,6 @@
 """Keras / SavedModel / TFLite (LiteRT) sides: small models built and converted here, compared layer by layer."""
 import os
+import re
 import subprocess
 import sys
 
@@ -151,3 +152,22 @@ def test_keras_vs_tf2onnx_pairs_layers_across_nchw_and_passes(tf2onnx_pair):
     rows = {r.name: r for r in report.layers}
     assert {"conv", "ln", "flat", "fc1"} <= set(rows), report.summary
     assert any("NCHW transposed" in n for n in rows["conv"].notes), rows["conv"].notes
+
+
+def test_integer_only_tflite_io_is_quantized_and_said_so(files, tmp_path):
+    import keras
+    import tensorflow as tf
+
+    model = keras.models.load_model(files["keras"])
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(2)
+    conv.representative_dataset = lambda: ([rng.standard_normal((1, 8, 8, 3)).astype(np.float32)] for _ in range(20))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    (tmp_path / "q.tflite").write_bytes(conv.convert())
+    runner = open_runner(str(tmp_path / "q.tflite"), role="test")
+    assert re.search(r"integer input 'x' \(int8\) quantized with scale [\d.e-]+, zero point -?\d+", runner.description)
+    assert "integer output" in runner.description and "dequantized" in runner.description
+    report = compare(files["keras"], runner, INPUTS)
+    assert report.outputs[0].rel_l2 < 0.2, report.summary  # int8 everywhere: drift, not garbage
