@@ -2,7 +2,8 @@
 
 A model spec is one of: a ``Runner``; a ``torch.nn.Module``; an ``onnx.ModelProto``; a recorded ``Trace``;
 or a string: ``path/model.onnx``, ``path/trace.npz`` (recorded with ``diffcore capture``),
-``path/file.py:factory`` or ``package.module:factory`` (a callable returning a torch.nn.Module).
+``path/file.py:factory`` or ``package.module:factory`` (a callable returning a torch.nn.Module);
+``model.keras``, ``model.tflite`` or a SavedModel folder ``DIR`` / ``DIR#signature`` (diffcore[tf]).
 """
 from __future__ import annotations
 
