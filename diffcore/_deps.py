@@ -27,6 +27,10 @@ EXTRAS = {
     "tqdm": "progress",
     "tokenizers": "tokenizers",
     "tabulate": "core dependency",
+    "tensorflow": "tf",
+    "keras": "tf",
+    "ai_edge_litert": "tf",
+    "tf2onnx": "tf",
 }
 
 

@@ -79,8 +79,11 @@ def _output_value(values: dict, probe):
     return ordered[index] if index is not None and index < len(ordered) else None
 
 
-def _same_layout(ref, test):
-    """``test`` viewed in ``ref``'s shape when the matcher allowed a reshape (same element count)."""
+def _same_layout(ref, test, axes=None):
+    """``test`` viewed in ``ref``'s shape when the matcher allowed a reshape (same element count), after
+    transposing it by ``axes`` where the matcher reconciled NCHW and NHWC layouts."""
+    if axes is not None:
+        test = test.permute(*axes) if hasattr(test, "permute") else test.transpose(axes)
     if tuple(ref.shape) == tuple(test.shape):
         return test
     return test.reshape(tuple(ref.shape))
@@ -265,7 +268,7 @@ class _Comparison:
                 rows[id(pair)] = self._row(pair, stats, LayerRow.from_exact)
                 continue
             kept.append(pair)
-            tensors.append((r, _same_layout(r, t)))
+            tensors.append((r, _same_layout(r, t, pair.layout)))
         states = [] if self.opt.get("keep_states") else None
         stats = self._timed("statistics", drift_many, tensors, **self._drift_options(), states=states)
         rows.update((id(p), self._row(p, s)) for p, s in zip(kept, stats))

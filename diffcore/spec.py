@@ -2,7 +2,8 @@
 
 A model spec is one of: a ``Runner``; a ``torch.nn.Module``; an ``onnx.ModelProto``; a recorded ``Trace``;
 or a string: ``path/model.onnx``, ``path/trace.npz`` (recorded with ``diffcore capture``),
-``path/file.py:factory`` or ``package.module:factory`` (a callable returning a torch.nn.Module).
+``path/file.py:factory`` or ``package.module:factory`` (a callable returning a torch.nn.Module);
+``model.keras``, ``model.tflite`` or a SavedModel folder ``DIR`` / ``DIR#signature`` (diffcore[tf]).
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def _is_factory(spec: str) -> bool:
 def check_spec(spec: str, role: str) -> None:
     """Raise DiffcoreError when ``spec`` names a file that does not exist (before any model is loaded)."""
     path = spec_path(spec)
+    if path is not None and "#" in path and is_savedmodel(path):
+        return
     if path is not None and not os.path.exists(path):
         raise DiffcoreError(f"{role} model file not found: {path}")
 
@@ -70,6 +73,29 @@ def _torch_runner(module, dtype, autocast, device, example_inputs, role):
                        example_inputs=example_inputs)
 
 
+def is_savedmodel(path: str) -> bool:
+    """A SavedModel folder (``DIR`` or ``DIR#signature``): it holds saved_model.pb."""
+    return os.path.isfile(os.path.join(path.partition("#")[0], "saved_model.pb"))
+
+
+def _tf_runner(spec: str, dtype, autocast, role) -> Runner | None:
+    """A ``.keras`` file, a ``.tflite`` model or a SavedModel folder; None for any other spec."""
+    if not (spec.endswith((".keras", ".tflite")) or is_savedmodel(spec)):
+        return None
+    if dtype or autocast:
+        raise DiffcoreError(f"{role} {spec}: a TensorFlow/TFLite model runs in the dtype it was saved in; convert "
+                            "it (e.g. a float16 TFLite model) instead of passing a dtype")
+    if not os.path.exists(spec.partition("#")[0]):
+        raise DiffcoreError(f"{role} model file not found: {spec}")
+    if spec.endswith(".tflite"):
+        from .capture.tf.tflite import TfliteRunner
+
+        return TfliteRunner(spec, name=role)
+    from .capture.tf.keras import open_tf_model
+
+    return open_tf_model(spec, role)
+
+
 def _from_string(spec: str, dtype, autocast, device, providers, keep_io_types, role) -> Runner:
     path = Path(spec)
     if autocast and spec.endswith((".onnx", ".npz")):
@@ -83,13 +109,16 @@ def _from_string(spec: str, dtype, autocast, device, providers, keep_io_types, r
         if dtype:
             raise DiffcoreError(f"{role} is a recorded trace: its dtype is fixed, --{role}-dtype does not apply")
         return TraceRunner(Trace.load(spec))
+    tf_runner = _tf_runner(spec, dtype, autocast, role)
+    if tf_runner is not None:
+        return tf_runner
     if _is_factory(spec):
         from .capture.torch_runner import load_factory
 
         module, example_inputs = load_factory(spec)
         return _torch_runner(module, dtype, autocast, device, example_inputs, role)
     if path.exists():
-        raise DiffcoreError(f"{role} {spec!r}: unknown model file type; expected a .onnx model or a .npz trace")
+        raise DiffcoreError(f"{role} {spec!r}: unknown model file type; expected a .onnx model, a .npz trace, a .keras or .tflite model or a SavedModel folder")
     raise DiffcoreError(
         f"{role} {spec!r} is not a model: expected path/model.onnx, path/trace.npz, path/file.py:factory or "
         "package.module:factory"

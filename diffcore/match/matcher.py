@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from ..capture.base import Probe
 from ..report.model import Unmatched
+from .tf_names import layout_note, layout_transpose, tf_layers
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Pair:
     name: str          # display name: the torch module path where known, else the ONNX value name
     method: str        # output | name | module-scope | node
     notes: list = field(default_factory=list)
+    layout: tuple | None = None  # axes transposing the test tensor into the reference's layout (NCHW/NHWC)
 
     @property
     def is_output(self) -> bool:
@@ -122,6 +124,17 @@ def _display_name(ref: Probe, test: Probe) -> str:
     return ref.key
 
 
+def _fits(probe: Probe, other: Probe) -> bool:
+    """Comparable shapes, or a TensorFlow value in the other layout (NCHW vs NHWC)."""
+    return reconcile_shapes(probe.shape, other.shape)[0] or \
+        bool(_tf_named(probe, other) and layout_transpose(probe.shape, other.shape))
+
+
+def _tf_named(ref: Probe, test: Probe) -> bool:
+    """A pair where one side is a TensorFlow-converted graph value (the only sides that change layout)."""
+    return any(is_graph_probe(p) and tf_layers(p.node or p.key) for p in (ref, test))
+
+
 class _Matcher:
     def __init__(self, ref_probes, test_probes):
         self.ref = list(ref_probes)
@@ -141,10 +154,12 @@ class _Matcher:
 
     def add(self, ref: Probe, test: Probe, method: str, name: str | None = None) -> bool:
         ok, note = reconcile_shapes(ref.shape, test.shape)
-        if not ok:
+        axes = layout_transpose(ref.shape, test.shape) if _tf_named(ref, test) else None
+        if not (ok or axes):
             return False
+        note = layout_note(axes) if axes else note
         notes = [n for n in (note, fused_note(ref, test)) if n]
-        self.pairs.append(Pair(ref, test, name or _display_name(ref, test), method, notes))
+        self.pairs.append(Pair(ref, test, name or _display_name(ref, test), method, notes, axes))
         self.paired_ref.add(ref.key)
         self.paired_test.add(test.key)
         return True
@@ -198,7 +213,8 @@ class _Matcher:
             return
         exits = {}
         for value in graph_side:
-            for module in value.meta.get("modules") or ([value.module] if value.module else []):
+            for module in value.meta.get("modules") or ([value.module] if value.module else []) \
+                    or tf_layers(value.node):
                 exits.setdefault(module, []).append(value)
         side = "ref" if torch_is_ref else "test"
         for module, probes in self._torch_by_module(torch_side).items():
@@ -244,7 +260,7 @@ class _Matcher:
         """Candidate value for each torch probe of one module: by shape, in execution order."""
         chosen, used = [], set()
         for probe in probes:
-            fits = [c for c in candidates if c.key not in used and reconcile_shapes(probe.shape, c.shape)[0]]
+            fits = [c for c in candidates if c.key not in used and _fits(probe, c)]
             # Several values may leave the scope (e.g. a value reused outside); the module's output is the last.
             pick = fits[-1] if len(probes) == 1 and fits else (fits[0] if fits else None)
             if pick is not None:

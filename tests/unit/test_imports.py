@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "onnx", "onnxruntime", "cupy", "numba", "pynvml", "tabulate", "matplotlib", "tqdm")
+HEAVY = ("torch", "onnx", "onnxruntime", "cupy", "numba", "pynvml", "tabulate", "matplotlib", "tqdm", "tensorflow", "keras", "ai_edge_litert", "tf2onnx")
 
 
 @pytest.mark.parametrize("module, also", [("diffcore", ()), ("diffcore.deploy", ("tokenizers",))])
