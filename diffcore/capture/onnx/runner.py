@@ -42,7 +42,7 @@ from .fusion import OPTIMIZED_FILE, deployed_value_names, save_options
 from .fusion import fused_away as _absent_from
 from .graph import GraphIndex, ValueType, read_types
 from .loading import CPU, _bound_device, _check_providers, _load_model, _provider_names
-from .shapes import run_types, unknown_values
+from .shapes import run_types, shape_variant, unknown_values
 from .store import _ModelStore
 from .values import (ORT_TYPES, _bitwise_equal, _digest, _elem_type, _kind_of, _max_abs_diff, _np_dtype,
                      _to_numpy)
@@ -258,11 +258,28 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
             return {}
         key = _digest(feed)
         if key not in self._run_shapes_cache:
-            self._run_shapes_cache[key] = run_types(self.capture, feed, names, self.probe_budget_mb << 20)
+            self._run_shapes_cache[key] = self._probe_run(feed, names, types)
             _trim(self._run_shapes_cache, 2)
         found = self._run_shapes_cache[key]
         return {name: ValueType(t.elem_type or (types.get(name) or graph.type_of(name)).elem_type, t.dims)
                 for name, t in found.items()}
+
+    def _probe_run(self, feed: Mapping, names: list, types: Mapping) -> dict:
+        """{value: ValueType} of ``names`` on ``feed``: shapes from one shape run where the element type is
+        known, the values themselves (chunked, within ``probe_budget_mb``) where it is not (shapes.py)."""
+        graph = self.graph
+        typed = [n for n in names if (types.get(n) or graph.type_of(n)).elem_type is not None]
+        untyped = [n for n in names if n not in set(typed)]
+        found = run_types(self.capture, feed, untyped, self.probe_budget_mb << 20) if untyped else {}
+        if typed:
+            variant = self._store.variant()
+            outputs = shape_variant(variant, typed)
+            session = self._new_session(variant, arena=False, unoptimized_fallback=True)
+            values = self._run(session, feed, outputs)
+            del session  # one run: its weights and buffers are not kept
+            found.update((name, ValueType(None, tuple(int(d) for d in _to_numpy(values[out]))))
+                         for name, out in zip(typed, outputs))
+        return found
 
     @staticmethod
     def _probe(graph: GraphIndex, i: int, node, out: str, vtype: ValueType, order: int) -> Probe:
@@ -394,7 +411,10 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
             self._fused = set()
             folder = tempfile.mkdtemp(prefix="deployed-", dir=self._tempdir())
             try:
-                self._new_session(self._store.variant(), save_to=folder)
+                # the deployed session is the plain one: built here once, writing its graph, and kept
+                session = self._new_session(self._store.variant(), save_to=folder)
+                if self._plain_session is None:
+                    self._plain_session = session
                 deployed = deployed_value_names(str(Path(folder) / OPTIMIZED_FILE))
             except Exception as exc:  # knowing the fusions refines findings; it is not needed for them
                 self._warn(f"could not read the graph ONNX Runtime deploys for {self.name} ({exc}): findings "
@@ -458,12 +478,24 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
         session = self._session(("segment", tuple(ids), tuple(names)),
                                 lambda: self._segment_variant(ids, run_feed, names))
         values = self._run(session, run_feed, names)
+        if self._reruns(ids):
+            # A new sweep from the inputs (the probe run, then the comparison's chunks): counting the nodes
+            # of the last sweep as run would release every cut at once and make each later chunk recompute
+            # the graph from the inputs (quadratic in depth).
+            self._executed = set()
         self._executed.update(ids)
         cuts.update((v, values[v]) for v in new_cuts)
         self._release_cuts(cuts)
         if check:
             self._check_instrumentation(feed, values)
         return {k: values[k] for k in todo}
+
+    def _reruns(self, ids: list) -> bool:
+        """Whether the segment ``ids`` runs again a node that computes from the inputs (not a Constant) run
+        earlier in this sweep."""
+        graph = self.graph
+        return any(i in self._executed and any(o not in graph.static for o in graph.nodes[i].output if o)
+                   for i in ids)
 
     def _release_cuts(self, cuts: dict) -> None:
         """Drop cut values every reader of which has run: memory stays at what the rest of the graph needs
