@@ -7,18 +7,17 @@ whole-model session per purpose.
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-import diffcore  # noqa: E402
-from diffcore import comparison  # noqa: E402
-from diffcore.capture.onnx import OnnxRunner  # noqa: E402
-from diffcore.capture.onnx.shapes import unknown_values  # noqa: E402
+import diffcore
+from diffcore import comparison
+from diffcore.capture.onnx import OnnxRunner
+from diffcore.capture.onnx.shapes import unknown_values
 
-from . import models  # noqa: E402
+from . import models
 
 
 @pytest.fixture(scope="module")

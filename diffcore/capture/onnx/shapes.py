@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from ..._deps import require
-from .graph import GraphIndex, ValueType
 from .edits import _value_info
+from .graph import GraphIndex, ValueType
 from .values import _elem_type
 
 __all__ = ["run_types", "shape_variant", "unknown_values"]
