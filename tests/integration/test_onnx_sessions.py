@@ -7,6 +7,7 @@ whole-model session per purpose.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -119,3 +120,29 @@ def test_nodes_run_by_a_chunked_comparison_stay_linear_in_depth(stacks, inputs, 
     assert len(ref) > 12, "the comparison did not run in many chunks"
     assert sum(ref) < 3.5 * nodes, f"{sum(ref)} nodes run for a graph of {nodes}: {ref}"
     assert any(r.local_rel_l2 is not None for r in report.layers)
+
+
+def test_scopes_run_together_give_what_each_scope_gives_alone(stacks, inputs):
+    with OnnxRunner(stacks[2][0]) as runner:
+        modules = [m for m in runner.graph.module_nodes if m.startswith("blocks.")][:12]
+        assert len(modules) >= 6
+        captured = runner.capture(inputs, {e for m in modules for e in runner.graph.scope_entries(m)})
+        feeds = {m: {e: captured[e] for e in runner.graph.scope_entries(m)} for m in modules}
+        together = runner.run_scopes(feeds)
+        for module in modules:
+            alone = runner.run_scope(module, feeds[module])
+            assert set(together[module]) == set(alone)
+            for name, value in alone.items():
+                np.testing.assert_array_equal(together[module][name], value, err_msg=f"{module} {name}")
+
+
+def test_torch_vs_onnx_local_errors_build_one_session_per_chunk_not_per_module(stacks, inputs, monkeypatch):
+    sessions = {}
+    for depth in (2, 8):
+        built = _count_sessions(monkeypatch)
+        report = diffcore.compare(models.stack(n_layers=depth), str(stacks[depth][0]), models.stack_inputs(),
+                                  local="all", memory_budget_mb=4096)
+        monkeypatch.undo()
+        assert sum(r.local_rel_l2 is not None for r in report.layers) > 4 * depth
+        sessions[depth] = len(built)
+    assert sessions[8] == sessions[2], sessions
