@@ -48,7 +48,8 @@ def _count_sessions(monkeypatch) -> list:
     original = OnnxRunner._new_session
 
     def counting(self, variant, *args, **kwargs):
-        built.append((self.name, sum(n.op_type not in ("Constant", "Shape") for n in variant.graph.node)))
+        nodes = self.graph.nodes if isinstance(variant, str) else variant.graph.node  # str: the model file
+        built.append((self.name, sum(n.op_type not in ("Constant", "Shape") for n in nodes)))
         return original(self, variant, *args, **kwargs)
 
     monkeypatch.setattr(OnnxRunner, "_new_session", counting)
@@ -120,6 +121,18 @@ def test_nodes_run_by_a_chunked_comparison_stay_linear_in_depth(stacks, inputs, 
     assert len(ref) > 12, "the comparison did not run in many chunks"
     assert sum(ref) < 3.5 * nodes, f"{sum(ref)} nodes run for a graph of {nodes}: {ref}"
     assert any(r.local_rel_l2 is not None for r in report.layers)
+
+
+def test_the_deployed_session_loads_the_model_file_itself(stacks, inputs, monkeypatch):
+    loaded = []
+    original = OnnxRunner._load
+    monkeypatch.setattr(OnnxRunner, "_load", lambda self, source, options: loaded.append(source) or
+                        original(self, source, options))
+    with OnnxRunner(stacks[2][0]) as runner:
+        outputs = runner.outputs(inputs)
+    assert loaded == [str(stacks[2][0])]
+    plain = ort.InferenceSession(str(stacks[2][0]), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(outputs["y"], plain.run(["y"], inputs)[0])
 
 
 def test_scopes_run_together_give_what_each_scope_gives_alone(stacks, inputs):

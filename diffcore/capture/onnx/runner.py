@@ -80,6 +80,7 @@ class OnnxRunner(ModelChanges, LocalRuns, SegmentRuns, Runner):
         proto, label = _load_model(model)
         self._conversion: list = []  # findings of diffcore's float16 conversion (clamps, repairs)
         self._converted, self._label = bool(float16), label
+        self._path = str(model) if isinstance(model, (str, Path)) and not float16 else None
         if float16:
             proto, self._conversion = convert_float16(proto, keep_io_types)
         self.providers = _check_providers(providers)
@@ -314,7 +315,8 @@ class OnnxRunner(ModelChanges, LocalRuns, SegmentRuns, Runner):
 
     def _new_session(self, variant, arena: bool = True, save_to: str | None = None,
                      unoptimized_fallback: bool = False):
-        """A session with diffcore's options; ``save_to``: a folder ORT writes its optimized graph into.
+        """A session with diffcore's options for ``variant`` (a ModelProto, or a model file's path);
+        ``save_to``: a folder ORT writes its optimized graph into.
 
         ``unoptimized_fallback`` (instrumented sessions only, never the deployed one): where ORT's graph
         optimizers fail on a part of the graph cut out for capture, run that part unoptimized, with a
@@ -324,7 +326,7 @@ class OnnxRunner(ModelChanges, LocalRuns, SegmentRuns, Runner):
         """
         ort = require("onnxruntime")
         options = self._session_options(arena, save_to)
-        source = self._store.source(variant)
+        source = variant if isinstance(variant, str) else self._store.source(variant)
         try:
             session = self._load(source, options)
         except DiffcoreError as exc:
@@ -337,6 +339,12 @@ class OnnxRunner(ModelChanges, LocalRuns, SegmentRuns, Runner):
                        "disabled (the same ops, unfused); the model outputs still come from the deployed "
                        "session")
         return session
+
+    def _deployed_model(self):
+        """What the deployed (plain) session loads: the model file itself where the runner was given one
+        and did not convert it (ORT reads it as a user's session would, with no serialized copy of the
+        weights made for it), else the whole model as a variant."""
+        return self._path if self._path is not None else self._store.variant()
 
     def _session_options(self, arena: bool, save_to: str | None):
         ort = require("onnxruntime")
@@ -397,7 +405,7 @@ class OnnxRunner(ModelChanges, LocalRuns, SegmentRuns, Runner):
         key = _digest(feed)
         if key not in self._plain:
             if self._plain_session is None:  # kept apart from the LRU: every new input needs it
-                self._plain_session = self._new_session(self._store.variant())
+                self._plain_session = self._new_session(self._deployed_model())
             self._plain[key] = self._run(self._plain_session, feed, list(self.graph.outputs))
             _trim(self._plain, 2)
         self._plain.move_to_end(key)
@@ -413,7 +421,7 @@ class OnnxRunner(ModelChanges, LocalRuns, SegmentRuns, Runner):
             folder = tempfile.mkdtemp(prefix="deployed-", dir=self._tempdir())
             try:
                 # the deployed session is the plain one: built here once, writing its graph, and kept
-                session = self._new_session(self._store.variant(), save_to=folder)
+                session = self._new_session(self._deployed_model(), save_to=folder)
                 if self._plain_session is None:
                     self._plain_session = session
                 deployed = deployed_value_names(str(Path(folder) / OPTIMIZED_FILE))
