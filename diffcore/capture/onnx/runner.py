@@ -9,7 +9,7 @@ model outputs computed that way are compared with an uninstrumented run's and an
 
 Variants are cheap: the model is held as a weightless *skeleton* plus its large initializers serialized
 once; a variant is the skeleton edited and serialized, followed by those bytes (protobuf merges the two
-messages, appending the initializers). Past ~1.5 GiB of weights the initializers go once to an external-data
+messages, appending the initializers). Past 32 MiB of weights the initializers go once to an external-data
 file in a temporary folder instead, and variants are small files beside it.
 
 Local errors: ``teacher_forced`` runs a segment whose chosen node inputs read new graph inputs carrying
