@@ -159,3 +159,21 @@ def test_torch_vs_onnx_local_errors_build_one_session_per_chunk_not_per_module(s
         assert sum(r.local_rel_l2 is not None for r in report.layers) > 4 * depth
         sessions[depth] = len(built)
     assert sessions[8] == sessions[2], sessions
+
+
+def test_weights_past_32_mib_are_held_once_in_a_file_not_in_memory(tmp_path):
+    """A runner of a large model keeps no serialized copy of its weights in memory: they go once to an
+    external-data file its sessions read, and captures are those of the model file itself."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3072, 3072), torch.nn.GELU(), torch.nn.Linear(3072, 8)).eval()
+    x = torch.randn(2, 3072)
+    path = tmp_path / "large.onnx"
+    torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["x"], output_names=["y"])
+    with OnnxRunner(path) as runner:
+        assert runner._store._external is not None and not hasattr(runner._store, "_inline")
+        keys = [p.key for p in runner.probes({"x": x.numpy()})]
+        captured = runner.capture({"x": x.numpy()}, keys)
+    plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = dict(zip([o.name for o in plain.get_outputs()], plain.run(None, {"x": x.numpy()})))
+    np.testing.assert_array_equal(captured["y"], want["y"])
+    np.testing.assert_allclose(captured[keys[0]], model[0](x).detach().numpy(), rtol=1e-4, atol=1e-4)
