@@ -2,6 +2,7 @@
 
     python bench/scaling.py [--quick] [--depths 6,12,24,48] [--repeats 3] [--polygraphy-depths 12,24]
                             [--polygraphy /tmp/polyvenv/bin/polygraphy] [--workdir DIR] [--out DIR]
+                            [--cases onnx-vs-onnx,torch-vs-onnx,torch-fp16] [--memory-budget-mb MIB]
 
 The model is bench/harness.py's transformer (d=256, 8 heads, batch 8 x 128 tokens, ``--depths`` blocks).
 A = its fp32 TorchScript export (opset 17); B = the same model with one LayerNorm epsilon changed (the
@@ -19,7 +20,8 @@ At depth 12 also torch vs ONNX (the torch model A against A.onnx; floor: a torch
 torch fp32 vs torch fp16 (``test_dtype="float16"``; floor: the fp32 forward plus a float16 copy's).
 
 Runs are interleaved (depth after depth, ``--repeats`` rounds) and each cell is the minimum over rounds.
-``--quick``: depths 6 and 12, one round, no Polygraphy. Prints the table and writes
+``--cases`` limits the cases run (default all three); ``--memory-budget-mb`` is passed to
+``diffcore.compare`` (default its own). ``--quick``: depths 6 and 12, one round, no Polygraphy. Prints the table and writes
 bench/results/scaling-<time>.json with the environment manifest.
 """
 from __future__ import annotations
@@ -139,6 +141,8 @@ def worker_diffcore(job: dict) -> dict:
     ref = job["a"] if case == "onnx-vs-onnx" else build(job["cfg"])
     test = {"onnx-vs-onnx": job["b"], "torch-vs-onnx": job["a"], "torch-fp16": ref}[case]
     extra = {"test_dtype": "float16"} if case == "torch-fp16" else {}
+    if job.get("memory_budget_mb"):
+        extra["memory_budget_mb"] = job["memory_budget_mb"]
     with _numba_cache.CompileTimer() as timer:
         start = time.perf_counter()
         report = diffcore.compare(ref, test, inputs, local="all", **extra)
@@ -186,8 +190,12 @@ def worker_main(spec_path: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- driver
-def cases_for(depth: int) -> list[str]:
-    return ["onnx-vs-onnx"] + (["torch-vs-onnx", "torch-fp16"] if depth == TORCH_DEPTH else [])
+CASES = ("onnx-vs-onnx", "torch-vs-onnx", "torch-fp16")
+
+
+def cases_for(depth: int, cases=CASES) -> list[str]:
+    """The cases run at ``depth``: ONNX vs ONNX at every depth, the torch ones at TORCH_DEPTH only."""
+    return [c for c in CASES if c in cases and (c == "onnx-vs-onnx" or depth == TORCH_DEPTH)]
 
 
 def best(runs: list[dict], key: str) -> dict:
@@ -201,12 +209,13 @@ def measure(args, folder: Path) -> list[dict]:
     print(f"models exported at depths {list(jobs)}", flush=True)
     warm = run({"mode": "warmup"}, folder)
     print(f"kernel cache warmed ({warm['compile_s']:.1f} s compiling)", flush=True)
-    raw = {(d, c): {"plain": [], "diffcore": []} for d in jobs for c in cases_for(d)}
+    raw = {(d, c): {"plain": [], "diffcore": []} for d in jobs for c in cases_for(d, args.cases)}
     for round_ in range(args.repeats):
         for depth, job in jobs.items():
-            for case in cases_for(depth):
+            for case in cases_for(depth, args.cases):
                 for mode in ("plain", "diffcore"):
-                    out = run({**job, "case": case, "mode": mode, "round": round_}, folder)
+                    out = run({**job, "case": case, "mode": mode, "round": round_,
+                               "memory_budget_mb": args.memory_budget_mb}, folder)
                     raw[depth, case][mode].append(out)
                 print(f"round {round_ + 1}/{args.repeats} depth {depth} {case}: plain "
                       f"{raw[depth, case]['plain'][-1]['floor_s']:.2f} s, diffcore "
@@ -255,12 +264,18 @@ def parse_args(argv):
     parser.add_argument("--polygraphy", default=harness.POLYGRAPHY, help="the polygraphy CLI")
     parser.add_argument("--workdir", default=None, help="keep the models and logs here (default: a temp dir)")
     parser.add_argument("--out", default=None, help="results folder (default bench/results)")
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated cases to run")
+    parser.add_argument("--memory-budget-mb", type=int, default=None, help="diffcore.compare's budget")
     args = parser.parse_args(argv)
     if args.worker:
         return args
     args.depths = [int(d) for d in args.depths.split(",")] if args.depths else list(
         QUICK_DEPTHS if args.quick else DEPTHS)
     args.repeats = args.repeats or (1 if args.quick else 3)
+    args.cases = [c for c in args.cases.split(",") if c]
+    unknown = [c for c in args.cases if c not in CASES]
+    if unknown:
+        parser.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
     args.polygraphy_depths = [] if args.quick else [int(d) for d in args.polygraphy_depths.split(",") if d]
     return args
 
@@ -290,6 +305,7 @@ def main(argv=None) -> int:
         rows = measure(args, folder)
     print_table(rows, note)
     payload = {"config": BASE, "depths": args.depths, "repeats": args.repeats, "opset": harness.OPSET,
+               "cases": args.cases, "memory_budget_mb": args.memory_budget_mb, "cpu_count": os.cpu_count(),
                "pair": f"A = TorchScript export (fp32); B = the same with blocks[depth//2].norm1.eps = {EPS_CHANGED}",
                "compare": "diffcore.compare(ref, test, inputs, local='all'), in-process seconds, min over rounds",
                "floor": "both sides run once plainly (ORT: session creation + run; torch: forward; fp16: cast "

@@ -273,13 +273,24 @@ class LocalComputer:
         # Where no argument was rounded, the torch module re-run on its own arguments is its captured output.
         plain = {p.ref.key for call, run in inputs.items() if not run.rounded for p in by_call[call]}
         captured = self.ref.capture(ref_feed, plain) if plain else {}
+        ran = self._run_scopes(inputs)
         out = {}
         for call, run in inputs.items():
             try:
-                out.update(self._run_scope(call, by_call[call], run, captured))
+                out.update(self._run_scope(call, by_call[call], run, captured, ran.get(call)))
             except DiffcoreError as exc:  # one scope ONNX Runtime cannot run alone must not end the comparison
                 self._skip(by_call[call], f"running the module's ONNX scope alone failed: {exc}")
         return out
+
+    def _run_scopes(self, inputs) -> dict:
+        """{module call: its scope's exits} from one ONNX Runtime session for all the scopes of a chunk; {}
+        where that fails (each scope then runs alone, so that only the failing one is skipped)."""
+        if len(inputs) < 2 or not hasattr(self.test, "run_scopes"):
+            return {}
+        try:
+            return self.test.run_scopes({call: run.feeds for call, run in inputs.items()})
+        except DiffcoreError:
+            return {}
 
     def _scoped_calls(self, pairs) -> dict:
         """{module call: its module-scope pairs} for the calls with an ONNX scope of their own."""
@@ -323,10 +334,10 @@ class LocalComputer:
                    "the paired ONNX value does not leave this module's scope")
         return any(p.test.key in exits for p in group)
 
-    def _run_scope(self, call, group, inputs, captured) -> dict:
+    def _run_scope(self, call, group, inputs, captured, exits=None) -> dict:  # noqa: PLR0913
         """The module's ONNX scope fed the reference's value of every value entering it (local_scope.py), and
-        the torch module on the same (rounded) arguments."""
-        exits = self.test.run_scope(call, inputs.feeds)
+        the torch module on the same (rounded) arguments; ``exits``: the scope's outputs if already run."""
+        exits = exits if exits is not None else self.test.run_scope(call, inputs.feeds)
         ref_out = captured if not inputs.rounded else self.ref.run_module(call, inputs.args, inputs.kwargs)
         return {id(p): (ref_out[p.ref.key], exits[p.test.key]) for p in group
                 if p.ref.key in ref_out and p.test.key in exits}

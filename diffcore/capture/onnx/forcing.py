@@ -2,7 +2,8 @@
 
 ``teacher_forced`` runs a segment whose chosen node inputs read new graph inputs carrying reference values
 (rounded by Cast nodes inside the graph); ``run_scope`` runs the subgraph of one torch module's scope on
-given entry values. Mixed into OnnxRunner, whose sessions, graph and segments it uses.
+given entry values, and ``run_scopes`` the scopes of many modules in one session. Mixed into OnnxRunner,
+whose sessions, graph and segments it uses.
 """
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from collections.abc import Collection, Mapping
 
 from ..._deps import require
 from ...errors import DiffcoreError, format_choices
-from .edits import _alias
-from .values import ELEM_OF_DTYPE, _cast, _dtype_of, _kind_of
+from .edits import _alias, _value_info
+from .values import ELEM_OF_DTYPE, _cast, _dtype_of, _elem_type, _kind_of
 
 
 class LocalRuns:
@@ -110,6 +111,40 @@ class LocalRuns:
         Raises:
             DiffcoreError: unknown module, feeds that do not name exactly the scope's entries, bad dtypes.
         """
+        fed = self._scope_feeds(module, feeds)
+        exits = self.graph.scope_exits(module)
+        session = self._session(("scope", module), lambda: self._scope_model(module, fed, exits))
+        return self._run(session, fed, exits)
+
+    def run_scopes(self, feeds: Mapping) -> dict:
+        """Run the scopes of several modules in one session, each on its own entries: ``feeds`` is
+        {module: {entry value name: value}}; return {module: {exit name: value}}.
+
+        Each scope's nodes are copied under a prefix of their own (scopes nest, and each reads its own
+        entries), so one session and one run serve a chunk's scopes: a session per scope cost more to build
+        than to run. Scopes with subgraphs (If, Loop: their bodies read outer names) run alone.
+
+        Raises:
+            DiffcoreError: as ``run_scope``, or ONNX Runtime failing on the combined graph (run the scopes
+                alone to learn which one fails).
+        """
+        fed = {module: self._scope_feeds(module, values) for module, values in feeds.items()}
+        alone = [m for m in fed if self._has_subgraphs(m)]
+        out = {m: self.run_scope(m, fed[m]) for m in alone}
+        batch = [m for m in fed if m not in alone]
+        if not batch:
+            return out
+        graph = self.graph
+        prefix = {m: f"scope{k}::" for k, m in enumerate(batch)}
+        run_feed = {prefix[m] + name: value for m in batch for name, value in fed[m].items()}
+        names = [prefix[m] + name for m in batch for name in graph.scope_exits(m)]
+        session = self._session(("scopes", tuple(batch)), lambda: self._scopes_model(batch, prefix, run_feed, names))
+        values = self._run(session, run_feed, names)
+        out.update((m, {name: values[prefix[m] + name] for name in graph.scope_exits(m)}) for m in batch)
+        return out
+
+    def _scope_feeds(self, module: str, feeds: Mapping) -> dict:
+        """``feeds`` checked against ``module``'s entries and cast to the dtypes the scope reads."""
         graph = self.graph
         entries = graph.scope_entries(module)
         unknown = [n for n in feeds if n not in entries]
@@ -118,12 +153,40 @@ class LocalRuns:
             raise DiffcoreError(f"feeds for scope {module!r} of {self.name} do not match its entries "
                                 f"(unknown: {format_choices(unknown)}; missing: {format_choices(missing)}); "
                                 f"entries: {format_choices(entries)}")
-        fed = {name: self._cast_feed(name, feeds[name]) for name in entries}
-        exits = graph.scope_exits(module)
-        session = self._session(("scope", module), lambda: self._scope_model(module, fed, exits))
-        return self._run(session, fed, exits)
+        return {name: self._cast_feed(name, feeds[name]) for name in entries}
+
+    def _scope_nodes(self, module: str) -> list:
+        inside = self.graph.check_module(module)
+        return sorted(set(inside) | set(self.graph.static_closure(inside)))
+
+    def _has_subgraphs(self, module: str) -> bool:
+        return any(a.g.ByteSize() or len(a.graphs) for i in self._scope_nodes(module)
+                   for a in self.graph.nodes[i].attribute)
 
     def _scope_model(self, module: str, fed: Mapping, exits: list):
-        inside = self.graph.check_module(module)
-        ids = sorted(set(inside) | set(self.graph.static_closure(inside)))
-        return self._segment_variant(ids, fed, exits)
+        return self._segment_variant(self._scope_nodes(module), fed, exits)
+
+    def _scopes_model(self, modules: list, prefix: Mapping, fed: Mapping, outputs: list):
+        """One model holding each module's scope with every value renamed under its prefix (weights keep
+        their names: read-only, shared by the copies)."""
+        graph = self.graph
+        variant = self._segment_variant([], {}, [])
+        variant.graph.input.extend(_value_info(n, _elem_type(v) or graph.type_of(n.split("::", 1)[1]).elem_type)
+                                   for n, v in fed.items())
+        for module in modules:
+            for i in self._scope_nodes(module):
+                node = variant.graph.node.add()
+                node.CopyFrom(graph.nodes[i])
+                _prefix_values(node, prefix[module], graph.initializers)
+        variant.graph.output.extend(_value_info(n, None) for n in outputs)
+        return variant
+
+
+def _prefix_values(node, prefix: str, keep) -> None:
+    """Rename a node (a copy) and the values it reads and writes under ``prefix``, except names in ``keep``."""
+    if node.name:
+        node.name = prefix + node.name
+    for field in (node.input, node.output):
+        for k, name in enumerate(field):
+            if name and name not in keep:
+                field[k] = prefix + name

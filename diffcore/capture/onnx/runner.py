@@ -1,14 +1,15 @@
 """The ONNX Runtime side of a comparison: probes from the graph, captures by exposing values as outputs.
 
-How values are captured: a run computes a *segment*, the nodes the requested values need, with those
-values (and the cut values later nodes will read) as its graph outputs. Segments start from the inputs and
-from the cut values earlier segments left, so capturing a graph chunk by chunk costs about one forward pass
-and memory holds one chunk. Exposing an intermediate stops ORT from fusing across it, so the model outputs
-computed that way are compared with an uninstrumented run's and any difference is reported in ``warnings``.
+How values are captured (segments.py): a run computes a *segment*, the nodes the requested values need,
+with those values (and the cut values later nodes will read) as its graph outputs. Segments start from the
+inputs and from the cut values earlier segments left, so capturing a graph chunk by chunk costs about one
+forward pass and memory holds one chunk. Exposing an intermediate stops ORT from fusing across it, so the
+model outputs computed that way are compared with an uninstrumented run's and any difference is reported in
+``warnings``.
 
 Variants are cheap: the model is held as a weightless *skeleton* plus its large initializers serialized
 once; a variant is the skeleton edited and serialized, followed by those bytes (protobuf merges the two
-messages, appending the initializers). Past ~1.5 GiB of weights the initializers go once to an external-data
+messages, appending the initializers). Past 32 MiB of weights the initializers go once to an external-data
 file in a temporary folder instead, and variants are small files beside it.
 
 Local errors: ``teacher_forced`` runs a segment whose chosen node inputs read new graph inputs carrying
@@ -24,7 +25,7 @@ import re
 import shutil
 import tempfile
 from collections import OrderedDict
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -36,23 +37,23 @@ from ..base import InputSpec, Probe, Runner
 from .binding import _run_bound
 from .changes import ModelChanges
 from .convert import convert_float16
-from .edits import _check_shape, _input_specs, _known, _rename_inputs, _set_dims, _Spec, _trim, _value_info
+from .edits import _check_shape, _input_specs, _known, _set_dims, _Spec, _trim, _value_info
 from .forcing import LocalRuns
 from .fusion import OPTIMIZED_FILE, deployed_value_names, save_options
 from .fusion import fused_away as _absent_from
 from .graph import GraphIndex, ValueType, read_types
 from .loading import CPU, _bound_device, _check_providers, _load_model, _provider_names
-from .shapes import run_types, unknown_values
+from .segments import SegmentRuns
+from .shapes import run_types, shape_variant, unknown_values
 from .store import _ModelStore
-from .values import (ORT_TYPES, _bitwise_equal, _digest, _elem_type, _kind_of, _max_abs_diff, _np_dtype,
-                     _to_numpy)
+from .values import ORT_TYPES, _digest, _kind_of, _np_dtype, _to_numpy
 
 __all__ = ["OnnxRunner"]
 
 _ORT_NODE = re.compile(r"Name:\s*'([^']*)'")
 
 
-class OnnxRunner(ModelChanges, LocalRuns, Runner):
+class OnnxRunner(ModelChanges, LocalRuns, SegmentRuns, Runner):
     """Runs an ONNX model with ONNX Runtime and captures any of its values.
 
     Args:
@@ -79,6 +80,7 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
         proto, label = _load_model(model)
         self._conversion: list = []  # findings of diffcore's float16 conversion (clamps, repairs)
         self._converted, self._label = bool(float16), label
+        self._path = str(model) if isinstance(model, (str, Path)) and not float16 else None
         if float16:
             proto, self._conversion = convert_float16(proto, keep_io_types)
         self.providers = _check_providers(providers)
@@ -258,11 +260,28 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
             return {}
         key = _digest(feed)
         if key not in self._run_shapes_cache:
-            self._run_shapes_cache[key] = run_types(self.capture, feed, names, self.probe_budget_mb << 20)
+            self._run_shapes_cache[key] = self._probe_run(feed, names, types)
             _trim(self._run_shapes_cache, 2)
         found = self._run_shapes_cache[key]
         return {name: ValueType(t.elem_type or (types.get(name) or graph.type_of(name)).elem_type, t.dims)
                 for name, t in found.items()}
+
+    def _probe_run(self, feed: Mapping, names: list, types: Mapping) -> dict:
+        """{value: ValueType} of ``names`` on ``feed``: shapes from one shape run where the element type is
+        known, the values themselves (chunked, within ``probe_budget_mb``) where it is not (shapes.py)."""
+        graph = self.graph
+        typed = [n for n in names if (types.get(n) or graph.type_of(n)).elem_type is not None]
+        untyped = [n for n in names if n not in set(typed)]
+        found = run_types(self.capture, feed, untyped, self.probe_budget_mb << 20) if untyped else {}
+        if typed:
+            variant = self._store.variant()
+            outputs = shape_variant(variant, typed)
+            session = self._new_session(variant, arena=False, unoptimized_fallback=True)
+            values = self._run(session, feed, outputs)
+            del session  # one run: its weights and buffers are not kept
+            found.update((name, ValueType(None, tuple(int(d) for d in _to_numpy(values[out]))))
+                         for name, out in zip(typed, outputs))
+        return found
 
     @staticmethod
     def _probe(graph: GraphIndex, i: int, node, out: str, vtype: ValueType, order: int) -> Probe:
@@ -296,7 +315,8 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
 
     def _new_session(self, variant, arena: bool = True, save_to: str | None = None,
                      unoptimized_fallback: bool = False):
-        """A session with diffcore's options; ``save_to``: a folder ORT writes its optimized graph into.
+        """A session with diffcore's options for ``variant`` (a ModelProto, or a model file's path);
+        ``save_to``: a folder ORT writes its optimized graph into.
 
         ``unoptimized_fallback`` (instrumented sessions only, never the deployed one): where ORT's graph
         optimizers fail on a part of the graph cut out for capture, run that part unoptimized, with a
@@ -306,7 +326,7 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
         """
         ort = require("onnxruntime")
         options = self._session_options(arena, save_to)
-        source = self._store.source(variant)
+        source = variant if isinstance(variant, str) else self._store.source(variant)
         try:
             session = self._load(source, options)
         except DiffcoreError as exc:
@@ -319,6 +339,12 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
                        "disabled (the same ops, unfused); the model outputs still come from the deployed "
                        "session")
         return session
+
+    def _deployed_model(self):
+        """What the deployed (plain) session loads: the model file itself where the runner was given one
+        and did not convert it (ORT reads it as a user's session would, with no serialized copy of the
+        weights made for it), else the whole model as a variant."""
+        return self._path if self._path is not None else self._store.variant()
 
     def _session_options(self, arena: bool, save_to: str | None):
         ort = require("onnxruntime")
@@ -379,7 +405,7 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
         key = _digest(feed)
         if key not in self._plain:
             if self._plain_session is None:  # kept apart from the LRU: every new input needs it
-                self._plain_session = self._new_session(self._store.variant())
+                self._plain_session = self._new_session(self._deployed_model())
             self._plain[key] = self._run(self._plain_session, feed, list(self.graph.outputs))
             _trim(self._plain, 2)
         self._plain.move_to_end(key)
@@ -394,7 +420,10 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
             self._fused = set()
             folder = tempfile.mkdtemp(prefix="deployed-", dir=self._tempdir())
             try:
-                self._new_session(self._store.variant(), save_to=folder)
+                # the deployed session is the plain one: built here once, writing its graph, and kept
+                session = self._new_session(self._deployed_model(), save_to=folder)
+                if self._plain_session is None:
+                    self._plain_session = session
                 deployed = deployed_value_names(str(Path(folder) / OPTIMIZED_FILE))
             except Exception as exc:  # knowing the fusions refines findings; it is not needed for them
                 self._warn(f"could not read the graph ONNX Runtime deploys for {self.name} ({exc}): findings "
@@ -405,91 +434,6 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
             self._fused = _absent_from((out for node in self.graph.nodes for out in node.output), deployed)
         return self._fused
 
-    def capture(self, inputs: Mapping, keys: Collection[str]) -> dict:
-        """Compute ``keys`` (exposed as outputs of the part of the graph they need); return {key: value}.
-
-        Runs are segments: a run computes only the nodes its keys need, starting from the inputs and from
-        the values earlier runs on the same inputs left for later nodes (the cut values, held until every
-        reader has run). Capturing a graph chunk by chunk therefore costs about one forward pass in all.
-        Graph outputs are the uninstrumented run's. When a segment reaches near the end of the graph it
-        also computes the model outputs, and any difference from the uninstrumented run (ORT fusions
-        disabled by the exposed values) is reported in ``warnings``.
-
-        Raises:
-            DiffcoreError: an unknown key, bad inputs, or ONNX Runtime failing (naming the node).
-        """
-        feed = self.prepare_inputs(inputs)
-        keys = self._check_keys(keys)
-        inner = [k for k in keys if k not in feed and k not in self.graph.outputs]
-        cuts = self._cuts_for(feed)
-        values = {k: cuts[k] for k in inner if k in cuts}
-        todo = [k for k in inner if k not in values]
-        if todo:
-            values.update(self._run_segment(feed, cuts, todo))
-        plain = self._plain_outputs(feed) if len(values) < len(keys) else {}
-        return {k: feed[k] if k in feed else values[k] if k in values else plain[k] for k in keys}
-
-    def _cuts_for(self, feed: Mapping) -> dict:
-        """The cut values held for these inputs (emptied when the inputs change)."""
-        digest = _digest(feed)
-        if digest != self._cuts_digest:
-            self._reset_cuts(digest)
-        return self._cuts
-
-    def _reset_cuts(self, digest: str | None = None) -> None:
-        self._cuts: dict = {}  # values earlier segments computed that later nodes read (for _cuts_digest)
-        self._executed: set = set()  # nodes run in a segment for those inputs
-        self._cuts_digest = digest
-
-    def _run_segment(self, feed: Mapping, cuts: dict, todo: list) -> dict:
-        """Run the nodes ``todo`` needs from ``feed`` and ``cuts``; keep the new cut values in ``cuts``."""
-        graph = self.graph
-        available = set(feed) | set(cuts)
-        ids = graph.needed_nodes(todo, available)
-        made = available | {out for i in ids for out in graph.nodes[i].output}
-        to_outputs = set(graph.needed_nodes(graph.outputs, made)) - set(ids)
-        # the instrumentation check comes with the segment that nearly reaches the outputs anyway
-        check = len(to_outputs) <= len(ids) // 4 + 8
-        if check:
-            ids = sorted(set(ids) | to_outputs)
-        new_cuts = [v for v in graph.cut_values(ids) if v not in cuts]
-        names = list(dict.fromkeys(todo + (graph.outputs if check else []) + new_cuts))
-        run_feed = {n: feed[n] if n in feed else cuts[n] for n in graph.segment_entries(ids)}
-        session = self._session(("segment", tuple(ids), tuple(names)),
-                                lambda: self._segment_variant(ids, run_feed, names))
-        values = self._run(session, run_feed, names)
-        self._executed.update(ids)
-        cuts.update((v, values[v]) for v in new_cuts)
-        self._release_cuts(cuts)
-        if check:
-            self._check_instrumentation(feed, values)
-        return {k: values[k] for k in todo}
-
-    def _release_cuts(self, cuts: dict) -> None:
-        """Drop cut values every reader of which has run: memory stays at what the rest of the graph needs
-        (a later capture of earlier values recomputes them from the inputs)."""
-        graph = self.graph
-        for name in [n for n in cuts if all(c in self._executed for c in graph.consumers.get(n, ()))]:
-            del cuts[name]
-
-    def _segment_variant(self, ids: list, feed: Mapping, outputs: list, casts=(), rename=None):
-        """A model of the nodes ``ids`` alone (after the ``casts`` nodes), whose graph inputs are ``feed``'s
-        names and whose outputs are ``outputs``; node inputs named in ``rename`` read the new name."""
-        graph = self.graph
-        variant = self._store.variant()
-        for field in ("node", "input", "output", "value_info"):
-            variant.graph.ClearField(field)
-        variant.graph.input.extend(_value_info(n, _elem_type(v) or graph.type_of(n).elem_type)
-                                   for n, v in feed.items())
-        variant.graph.node.extend(casts)
-        for i in ids:
-            node = variant.graph.node.add()
-            node.CopyFrom(graph.nodes[i])
-            if rename:
-                _rename_inputs(node, rename)
-        variant.graph.output.extend(_value_info(n, None) for n in outputs)
-        return variant
-
     def _check_keys(self, keys) -> list:
         keys = list(dict.fromkeys(keys))
         graph = self.graph
@@ -499,38 +443,6 @@ class OnnxRunner(ModelChanges, LocalRuns, Runner):
             raise DiffcoreError(f"{self.name} has no value {format_choices(bad)}; values that can be "
                                 f"captured include {format_choices(valid)}")
         return keys
-
-    def _check_instrumentation(self, feed: Mapping, values: Mapping) -> None:
-        """Warn when exposing intermediates changed the final outputs (ORT fused differently); one warning
-        per runner, keeping the largest change seen over all captures."""
-        plain = self._plain_outputs(feed)
-        changed = [(_max_abs_diff(values[name], plain[name]), name) for name in plain
-                   if not _bitwise_equal(values[name], plain[name])]
-        if not changed:
-            return
-        worst, name = max(changed)
-        if self._instrumentation_change is not None and self._instrumentation_change[0] >= worst:
-            return
-        old = self._instrumentation_message()
-        self._instrumentation_change = (worst, name)
-        if old in self.warnings:
-            self.warnings.remove(old)
-        self.warnings.append(self._instrumentation_message())
-
-    def _instrumentation_message(self) -> str:
-        if self._instrumentation_change is None:
-            return ""
-        worst, name = self._instrumentation_change
-        return (f"exposing intermediate values of {self.name} as outputs changed its outputs by up to "
-                f"{worst:.3g} (max |diff| on {name!r}) against an uninstrumented run: exposed values disable "
-                f"ONNX Runtime fusions{self._half_note()}, so captured values come from a slightly different "
-                f"computation")
-
-    def _half_note(self) -> str:
-        if not any(t.elem_type == 10 for t in self.graph.types.values()):
-            return ""
-        return (" and are stored in their declared float16 (ORT's CPU provider otherwise keeps some float16 "
-                "values in float32 between the ops it runs in float32)")
 
     def close(self) -> None:
         """Drop sessions and cached outputs; remove temporary files."""

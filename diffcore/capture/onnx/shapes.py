@@ -1,18 +1,23 @@
 """Shapes and dtypes of ONNX values taken from a run, where static shape inference leaves them unknown.
 
 ONNX shape inference cannot see through contrib ops (``com.microsoft`` Attention, SkipLayerNormalization),
-a Pad whose amount is computed at run time, or a Loop; ORT only knows element types. A *probe run* computes
-those values on the actual inputs, chunk by chunk through the runner's segmented capture (so it costs about
-one forward pass and holds one chunk at a time), and keeps only each value's shape and element type.
+a Pad whose amount is computed at run time, a Reshape whose target shape is computed from other shapes (as
+TorchScript exports of attention are), or a Loop; ORT only knows element types. A *shape run* computes them
+on the actual inputs: one run of the whole model whose only outputs are ``Shape`` nodes added on those
+values, so it costs one forward pass and holds no more than a plain run (``shape_variant``). Values whose
+element type is unknown too are computed themselves instead, chunk by chunk through the runner's segmented
+capture, keeping only each value's shape and element type (``run_types``).
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from ..._deps import require
+from .edits import _value_info
 from .graph import GraphIndex, ValueType
 from .values import _elem_type
 
-__all__ = ["run_types", "unknown_values"]
+__all__ = ["run_types", "shape_variant", "unknown_values"]
 
 _FIRST_CHUNK = 16      # values in the first run, before their sizes are known
 _MAX_CHUNK = 512
@@ -32,6 +37,18 @@ def unknown_values(graph: GraphIndex, types: Mapping) -> list:
             if vtype.shape is None or any(d is None for d in vtype.shape):
                 names.append(out)
     return names
+
+
+def shape_variant(variant, names: list) -> list:
+    """Make ``variant`` (a copy of the whole model) output the shape of each of ``names`` instead of its
+    outputs, through added ``Shape`` nodes; return the output names, in the order of ``names``."""
+    helper = require("onnx").helper
+    shapes = [f"{name}::shape" for name in names]
+    variant.graph.node.extend(helper.make_node("Shape", [name], [out], name=out)
+                              for name, out in zip(names, shapes))
+    variant.graph.ClearField("output")
+    variant.graph.output.extend(_value_info(out, None) for out in shapes)
+    return shapes
 
 
 def run_types(capture: Callable, feed: Mapping, names: list, budget_bytes: int) -> dict:
