@@ -130,7 +130,9 @@ def _note_compile() -> None:
     if _announce and not _announced:
         _announced = True
         with contextlib.suppress(Exception):  # a closed or replaced stderr never breaks a comparison
-            print(COMPILING_MESSAGE, file=sys.stderr, flush=True)
+            from ..progress import note  # through tqdm.write when a bar is drawn: the bar stays whole
+
+            note(COMPILING_MESSAGE)
 
 
 # ---- Numba glue --------------------------------------------------------------------------------------------
