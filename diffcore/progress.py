@@ -100,6 +100,11 @@ class Progress:
     def __init__(self, progress: bool | None = None):
         self.enabled = wanted(progress)
         self.shown: list[str] = []    # the phases that drew a bar, in order (for tests and timings)
+        # Where a person watches, say why a first run pauses while its kernels compile; the latest call's
+        # setting holds, so a later call with progress=False stays silent.
+        from .backends import _numba_cache  # the standard library only: no Numba imported here
+
+        _numba_cache.follow_progress(self.enabled)
 
     @contextlib.contextmanager
     def phase(self, name: str, total: int | None = None, unit: str = "step"):

@@ -114,6 +114,7 @@ def locked(path: str):
 
 # ---- compile announcements -------------------------------------------------------------------------------
 _announce = False
+_progress_announce = False
 _announced = False
 
 
@@ -125,12 +126,21 @@ def set_announce(enabled: bool) -> bool:
     return old
 
 
+def follow_progress(enabled: bool) -> None:
+    """The Python API's setting (``progress=`` shown or not, the latest call's); ``set_announce`` (the
+    CLI's) holds whatever this says."""
+    global _progress_announce
+    _progress_announce = bool(enabled)
+
+
 def _note_compile() -> None:
     global _announced
-    if _announce and not _announced:
+    if (_announce or _progress_announce) and not _announced:
         _announced = True
         with contextlib.suppress(Exception):  # a closed or replaced stderr never breaks a comparison
-            print(COMPILING_MESSAGE, file=sys.stderr, flush=True)
+            from ..progress import note  # through tqdm.write when a bar is drawn: the bar stays whole
+
+            note(COMPILING_MESSAGE)
 
 
 # ---- Numba glue --------------------------------------------------------------------------------------------

@@ -193,3 +193,16 @@ def test_compiling_is_announced_once_when_asked(tmp_path):
     cached = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                             timeout=600)
     assert _numba_cache.COMPILING_MESSAGE not in cached.stderr
+
+
+def test_python_api_announces_compiling_when_progress_is_shown(tmp_path):
+    """diffcore.compare(progress=True) builds a Progress: a first compile then says why the call pauses."""
+    script = ("import numpy as np\nfrom diffcore.progress import Progress\nProgress({shown})\n"
+              "from diffcore.backends import _numba_cpu_kernels as k\n"
+              "k.order_key(1.0)\nprint('{{}}')\n")
+    shown = subprocess.run([sys.executable, "-c", script.format(shown=True)], env=_env(tmp_path / "a"),
+                           capture_output=True, text=True, timeout=600)
+    assert shown.stderr.count(_numba_cache.COMPILING_MESSAGE) == 1, shown.stderr
+    hidden = subprocess.run([sys.executable, "-c", script.format(shown=False)], env=_env(tmp_path / "b"),
+                            capture_output=True, text=True, timeout=600)
+    assert _numba_cache.COMPILING_MESSAGE not in hidden.stderr, hidden.stderr
