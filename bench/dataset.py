@@ -5,7 +5,7 @@
 The pair is diffcore.demo's transformer (bench/dataset_models.py:build) in float32 against itself in
 float16, each sample a [1, seq] batch. For each mode: wall time, the peak RSS of the driver and (workers)
 of the largest child, and the driver's merge time (DatasetBuilder over the per-sample reports) against the
-total. Ray is not measured: ``--ray`` is not built yet.
+total (Ray actors' memory is not measured: they are Ray's processes, not this one's children).
 """
 from __future__ import annotations
 
@@ -31,18 +31,25 @@ def samples(count: int) -> list[dict]:
     return [sample(k) for k in range(count)]
 
 
-def run(count: int, workers: int) -> dict:
+def run(count: int, workers: int, ray: bool = False) -> dict:
     import diffcore
 
     data = samples(count)
     start = time.perf_counter()
-    report = diffcore.compare(SPEC, SPEC, data, test_dtype="float16", progress=False, workers=workers)
+    if ray:
+        import ray as ray_module
+
+        ray_module.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    report = diffcore.compare(SPEC, SPEC, data, test_dtype="float16", progress=False, workers=workers,
+                              ray=True if ray else None)
     wall = time.perf_counter() - start
     merge = report.timings["merge"]  # the driver's merge of the per-sample rows (DatasetBuilder)
     self_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     child_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"mode": "1 process" if workers == 1 else f"{workers} workers", "wall_s": wall, "merge_s": merge,
-            "driver_peak_mib": self_kib / 1024, "child_peak_mib": child_kib / 1024 if workers > 1 else None,
+    mode = f"Ray, {workers} actors" if ray else "1 process" if workers == 1 else f"{workers} workers"
+    return {"mode": mode, "wall_s": wall, "merge_s": merge,
+            "driver_peak_mib": self_kib / 1024,
+            "child_peak_mib": child_kib / 1024 if workers > 1 and not ray else None,
             "verdict": report.verdict, "samples": report.dataset["samples"]}
 
 
@@ -50,18 +57,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--mode", choices=("all", "one", "workers"), default="all")
+    parser.add_argument("--mode", choices=("all", "one", "workers", "ray"), default="all")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.mode != "all":  # one measurement in this process (fresh RSS peaks)
-        row = run(args.samples, 1 if args.mode == "one" else args.workers)
+        row = run(args.samples, 1 if args.mode == "one" else args.workers, ray=args.mode == "ray")
         print(repr(row))
         return
     import ast
     import subprocess
 
     rows = []
-    for mode in ("one", "workers"):
+    for mode in ("one", "workers", "ray"):
         done = subprocess.run([sys.executable, __file__, "--samples", str(args.samples), "--workers",
                                str(args.workers), "--mode", mode], capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})

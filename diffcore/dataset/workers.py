@@ -10,6 +10,7 @@ fails again, the error names the samples it held: no sample is ever dropped sile
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -39,10 +40,24 @@ def shards(samples: list, workers: int) -> list[list]:
     return out
 
 
-def _run_shard(ref, test, shard, opening, options):
+def _run_shard(ref, test, shard, opening, options, threads: int):
     from ..comparison import sample_reports
 
+    _limit_threads(threads)
     return sample_reports(ref, test, shard, opening, options)
+
+
+def _limit_threads(threads: int) -> None:
+    """Each of N workers gets its share of the cores: torch's and Numba's thread pools would otherwise each
+    take every core, and N workers would oversubscribe the machine N times."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["NUMBA_NUM_THREADS"] = str(threads)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
 
 
 def run_sharded(ref, test, samples, opening: dict, options: dict, workers: int, progress):
@@ -82,7 +97,9 @@ def _run_round(pending, ref, test, opening, options, context, results, bar) -> l
     """Run ``pending`` shards in one pool; return the shards whose worker died."""
     failed = []
     with ProcessPoolExecutor(max_workers=len(pending), mp_context=context) as pool:
-        futures = [(shard, pool.submit(_run_shard, ref, test, shard, opening, options)) for shard in pending]
+        threads = max(1, (os.cpu_count() or 1) // len(pending))
+        futures = [(shard, pool.submit(_run_shard, ref, test, shard, opening, options, threads))
+                   for shard in pending]
         for shard, future in futures:
             try:
                 for index, report in future.result():

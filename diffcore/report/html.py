@@ -283,6 +283,19 @@ def _bullet_list(title: str, lines: list) -> str:
     return f"<h4>{_e(title)}</h4><ul>" + "".join(f"<li>{_e(line)}</li>" for line in lines) + "</ul>"
 
 
+def _samples(report) -> str:
+    """The per-sample spread of a dataset comparison (report/samples.py)."""
+    from .samples import HEADERS, spread_rows
+
+    title, table, left = spread_rows(report)
+    if not title:
+        return ""
+    head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in HEADERS) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in table)
+    more = f"<p>{left} more rows in the JSON.</p>" if left else ""
+    return f"<h4>{_e(title)}</h4><table>{head}{body}</table>{more}"
+
+
 def _warnings(report) -> str:
     return _bullet_list("Warnings", report.warnings)
 
@@ -310,7 +323,8 @@ def render_html(report) -> str:
         of rel L2 error against depth, the layer table with the first divergence highlighted, the outputs,
         unmatched tensors and warnings.
     """
-    body = "".join([_header(report), _layers(report), _outputs(report), _diagnosis(report), _findings(report), _set_aside(report),
+    body = "".join([_header(report), _layers(report), _outputs(report), _samples(report), _diagnosis(report),
+                    _findings(report), _set_aside(report),
                     _local_missing(report), _unmatched(report),
                     _warnings(report)])
     return f'<div class="diffcore-report"><style>{STYLE}</style>{body}</div>'

@@ -123,6 +123,11 @@ def plot_depth(report, ax=None, metric: str = "rel_l2"):
     if local_field and any(getattr(r, local_field) is not None for r in rows):
         ax.plot(xs, _series(rows, local_field), ".", color="tab:purple", ms=5,
                 label=f"local {label}")
+    if metric == "rel_l2" and any(getattr(r, "samples", None) for r in rows):  # a dataset: spread over samples
+        spread = [r.samples or {} for r in rows]
+        low = [s.get("p50", math.nan) for s in spread]
+        high = [s.get("max", math.nan) for s in spread]
+        ax.fill_between(xs, low, high, color="tab:blue", alpha=0.15, label="per sample: p50 to worst")
     if log:
         ax.set_yscale("log", nonpositive="mask")
     if metric == "rel_l2":

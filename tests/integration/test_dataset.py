@@ -183,3 +183,14 @@ def test_texts_through_the_real_minilm_tokenizer_are_samples_of_their_own_length
     done = _cli("compare", "tests/integration/test_dataset.py:TinyEncoder", "tests/integration/test_dataset.py:TinyEncoder",
                 "--test-dtype", "float16", "--texts", str(tmp_path / "texts.txt"), "--tokenizer", tokenizer, "-q")
     assert done.returncode == 0, done.stderr
+
+
+def test_the_spread_over_samples_is_in_the_html_and_on_the_plot(set_report):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    html = set_report._repr_html_()
+    assert "Over samples (64)" in html and "worst sample" in html
+    ax = set_report.plot()
+    assert "per sample: p50 to worst" in [t.get_text() for t in ax.get_legend().get_texts()]
