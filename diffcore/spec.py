@@ -13,6 +13,8 @@ from . import _deps
 from .capture.base import Runner
 from .errors import DiffcoreError
 
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".jit", ".torchscript")  # kept in step with capture/torchscript.py
+
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
@@ -70,6 +72,13 @@ def _torch_runner(module, dtype, autocast, device, example_inputs, role):
                        example_inputs=example_inputs)
 
 
+def _torchscript_runner(spec: str, dtype, autocast, device, role) -> Runner:
+    """A TorchScript file (``torch.jit.save``) compared at its outputs."""
+    from .capture.torchscript import load_torchscript
+
+    return _torch_runner(load_torchscript(spec, role), dtype, autocast, device, None, role)
+
+
 def _from_string(spec: str, dtype, autocast, device, providers, keep_io_types, role) -> Runner:
     path = Path(spec)
     if autocast and spec.endswith((".onnx", ".npz")):
@@ -83,13 +92,15 @@ def _from_string(spec: str, dtype, autocast, device, providers, keep_io_types, r
         if dtype:
             raise DiffcoreError(f"{role} is a recorded trace: its dtype is fixed, --{role}-dtype does not apply")
         return TraceRunner(Trace.load(spec))
+    if spec.endswith(TORCHSCRIPT_SUFFIXES) and path.exists():
+        return _torchscript_runner(spec, dtype, autocast, device, role)
     if _is_factory(spec):
         from .capture.torch_runner import load_factory
 
         module, example_inputs = load_factory(spec)
         return _torch_runner(module, dtype, autocast, device, example_inputs, role)
     if path.exists():
-        raise DiffcoreError(f"{role} {spec!r}: unknown model file type; expected a .onnx model or a .npz trace")
+        raise DiffcoreError(f"{role} {spec!r}: unknown model file type; expected a .onnx model, a TorchScript .pt or a .npz trace")
     raise DiffcoreError(
         f"{role} {spec!r} is not a model: expected path/model.onnx, path/trace.npz, path/file.py:factory or "
         "package.module:factory"
