@@ -24,6 +24,8 @@ def spec_path(spec: str) -> str | None:
     ``model.onnx`` and ``trace.npz`` name themselves; ``file.py:factory`` names ``file.py``. A colon followed
     by a Python identifier after something other than a ``.py`` file is an importable module path.
     """
+    if spec.startswith("hf:"):
+        return spec[3:]
     head, sep, tail = spec.rpartition(":")
     if sep and head.endswith(".py"):
         return head
@@ -79,6 +81,13 @@ def _torchscript_runner(spec: str, dtype, autocast, device, role) -> Runner:
     return _torch_runner(load_torchscript(spec, role), dtype, autocast, device, None, role)
 
 
+def _hf_runner(folder: str, dtype, autocast, device, role) -> Runner:
+    """A Hugging Face checkpoint folder (``hf:PATH``), loaded offline as an eager torch model."""
+    from .capture.hf import load_checkpoint
+
+    return _torch_runner(load_checkpoint(folder, role), dtype, autocast, device, None, role)
+
+
 def _from_string(spec: str, dtype, autocast, device, providers, keep_io_types, role) -> Runner:
     path = Path(spec)
     if autocast and spec.endswith((".onnx", ".npz")):
@@ -92,6 +101,8 @@ def _from_string(spec: str, dtype, autocast, device, providers, keep_io_types, r
         if dtype:
             raise DiffcoreError(f"{role} is a recorded trace: its dtype is fixed, --{role}-dtype does not apply")
         return TraceRunner(Trace.load(spec))
+    if spec.startswith("hf:"):
+        return _hf_runner(spec[3:], dtype, autocast, device, role)
     if spec.endswith(TORCHSCRIPT_SUFFIXES) and path.exists():
         return _torchscript_runner(spec, dtype, autocast, device, role)
     if _is_factory(spec):
