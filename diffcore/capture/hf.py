@@ -33,6 +33,7 @@ def load_checkpoint(folder: str, role: str):
     """The eager transformers model saved in ``folder``, in eval mode, loaded without the network."""
     path = check_checkpoint(folder, role)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("USE_TF", "0")  # Keras 3 installed beside transformers breaks its TF import
     try:
         from transformers import AutoModel
     except ImportError:
