@@ -14,6 +14,8 @@ from . import _deps
 from .capture.base import Runner
 from .errors import DiffcoreError
 
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".jit", ".torchscript")  # kept in step with capture/torchscript.py
+
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
@@ -23,6 +25,8 @@ def spec_path(spec: str) -> str | None:
     ``model.onnx`` and ``trace.npz`` name themselves; ``file.py:factory`` names ``file.py``. A colon followed
     by a Python identifier after something other than a ``.py`` file is an importable module path.
     """
+    if spec.startswith("hf:"):
+        return spec[3:]
     head, sep, tail = spec.rpartition(":")
     if sep and head.endswith(".py"):
         return head
@@ -96,6 +100,20 @@ def _tf_runner(spec: str, dtype, autocast, role) -> Runner | None:
     return open_tf_model(spec, role)
 
 
+def _torchscript_runner(spec: str, dtype, autocast, device, role) -> Runner:
+    """A TorchScript file (``torch.jit.save``) compared at its outputs."""
+    from .capture.torchscript import load_torchscript
+
+    return _torch_runner(load_torchscript(spec, role), dtype, autocast, device, None, role)
+
+
+def _hf_runner(folder: str, dtype, autocast, device, role) -> Runner:
+    """A Hugging Face checkpoint folder (``hf:PATH``), loaded offline as an eager torch model."""
+    from .capture.hf import load_checkpoint
+
+    return _torch_runner(load_checkpoint(folder, role), dtype, autocast, device, None, role)
+
+
 def _from_string(spec: str, dtype, autocast, device, providers, keep_io_types, role) -> Runner:
     path = Path(spec)
     if autocast and spec.endswith((".onnx", ".npz")):
@@ -109,6 +127,10 @@ def _from_string(spec: str, dtype, autocast, device, providers, keep_io_types, r
         if dtype:
             raise DiffcoreError(f"{role} is a recorded trace: its dtype is fixed, --{role}-dtype does not apply")
         return TraceRunner(Trace.load(spec))
+    if spec.startswith("hf:"):
+        return _hf_runner(spec[3:], dtype, autocast, device, role)
+    if spec.endswith(TORCHSCRIPT_SUFFIXES) and path.exists():
+        return _torchscript_runner(spec, dtype, autocast, device, role)
     tf_runner = _tf_runner(spec, dtype, autocast, role)
     if tf_runner is not None:
         return tf_runner
@@ -118,7 +140,8 @@ def _from_string(spec: str, dtype, autocast, device, providers, keep_io_types, r
         module, example_inputs = load_factory(spec)
         return _torch_runner(module, dtype, autocast, device, example_inputs, role)
     if path.exists():
-        raise DiffcoreError(f"{role} {spec!r}: unknown model file type; expected a .onnx model, a .npz trace, a .keras or .tflite model or a SavedModel folder")
+        raise DiffcoreError(f"{role} {spec!r}: unknown model file type; expected a .onnx model, a .npz trace, a "
+                            "TorchScript .pt, a .keras or .tflite model or a SavedModel folder")
     raise DiffcoreError(
         f"{role} {spec!r} is not a model: expected path/model.onnx, path/trace.npz, path/file.py:factory or "
         "package.module:factory"
