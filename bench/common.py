@@ -79,3 +79,13 @@ def write_result(name: str, payload: dict, out_dir: Path | None = None) -> Path:
     while target.exists():
         target, k = out_dir / f"{name}-{stamp}-{k}.json", k + 1
     return Path(write_json(target, payload, what="benchmark result"))
+
+
+def print_and_save(text: str, name: str, out: Path | None = None) -> Path:
+    """Print a text result and write it to ``out`` (default bench/results/<name>-<date>.txt)."""
+    import datetime
+
+    print(text)
+    target = Path(out) if out else Path(RESULTS) / f"{name}-{datetime.date.today():%Y%m%d}.txt"
+    target.write_text(text)
+    return target

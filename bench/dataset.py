@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+from bench.common import print_and_save
 
 SPEC = str(ROOT / "bench" / "dataset_models.py") + ":build"
 
@@ -82,10 +82,7 @@ def main() -> None:
         child = "-" if r["child_peak_mib"] is None else f"{r['child_peak_mib']:.0f}"
         lines.append(f"| {r['mode']} | {r['wall_s']:.1f} | {r['merge_s']:.2f} ({100 * r['merge_s'] / r['wall_s']:.1f} %) | "
                      f"{r['driver_peak_mib']:.0f} | {child} | {r['verdict']} ({r['samples']} samples) |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = args.out or ROOT / "bench" / "results" / f"dataset-{datetime.date.today():%Y%m%d}.txt"
-    out.write_text(text)
+    print_and_save("\n".join(lines) + "\n", "dataset", args.out)
 
 
 if __name__ == "__main__":

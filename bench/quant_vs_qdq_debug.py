@@ -13,6 +13,7 @@ import argparse
 import datetime
 import io
 import logging
+import math
 import sys
 import tempfile
 import time
@@ -23,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "integration")]
 logging.disable(logging.WARNING)
 
-import quant_models as qm  # noqa: E402
+import quant_models as qm
 
-import diffcore  # noqa: E402
+import diffcore
+from bench.common import print_and_save
 
 
 def cases(folder: Path) -> list:
@@ -69,7 +71,7 @@ def qdq_debug(fp32: str, test: str, folder: Path) -> str:
     qdq = {k: v["qdq_err"] for k, v in errors.items()}
     worst_x = min(xmodel, key=xmodel.get)
     worst_q = min(qdq, key=qdq.get)
-    weights = {k: v for k, v in weights.items() if v > 0 and v == v}  # an all-zero bias has 0 dB by definition
+    weights = {k: v for k, v in weights.items() if v > 0 and not math.isnan(v)}  # an all-zero bias has 0 dB by definition
     worst_w = min(weights, key=weights.get)
     return (f"lowest xmodel SQNR {xmodel[worst_x]:.1f} dB at {worst_x}; lowest qdq SQNR {qdq[worst_q]:.1f} dB at "
             f"{worst_q}; weakest weight {weights[worst_w]:.1f} dB at {worst_w}")
@@ -93,10 +95,7 @@ def main() -> None:
             out = max(r.rel_l2 for r in report.outputs)
             lines += [f"\n## {title}", f"diffcore ({took:.2f} s): {report.verdict.upper()}, output rel L2 "
                       f"{100 * out:.3g} %, first divergence {where}", f"qdq_loss_debug: {debug}"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = args.out or ROOT / "bench" / "results" / f"quant-vs-qdq-debug-{datetime.date.today():%Y%m%d}.txt"
-    out.write_text(text)
+    print_and_save("\n".join(lines) + "\n", "quant-vs-qdq-debug", args.out)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from . import _deps
 from .capture.base import Runner
+from .capture.torchscript import TORCHSCRIPT_SUFFIXES
 from .errors import DiffcoreError
 
-TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".jit", ".torchscript")  # kept in step with capture/torchscript.py
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 

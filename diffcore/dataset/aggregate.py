@@ -10,12 +10,24 @@ the samples' (local errors are not merged).
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..report.model import CARRIED, DIVERGED, DRIFT, FAIL, FUSED, INCONCLUSIVE, NOT_COMPARABLE, OK, PASS, LayerRow
+from ..report.model import (
+    CARRIED,
+    DIVERGED,
+    DRIFT,
+    FAIL,
+    FUSED,
+    INCONCLUSIVE,
+    NOT_COMPARABLE,
+    OK,
+    PASS,
+    LayerRow,
+)
 from .merge import RowMerger
 
 SEVERITY = {NOT_COMPARABLE: 0, OK: 1, DRIFT: 2, FUSED: 3, CARRIED: 4, DIVERGED: 5}
@@ -70,7 +82,7 @@ class _RowSeries:
         return row
 
     def spread(self) -> dict:
-        values = np.array([v for v in self.rel_l2.values() if v == v], dtype=np.float64)
+        values = np.array([v for v in self.rel_l2.values() if not math.isnan(v)], dtype=np.float64)
         worst = self.worst[1]  # the worst status first (a failing sample), then the largest error
         out = {"count": len(self.rel_l2), "worst_sample": int(worst), "worst_rel_l2": float(self.rel_l2[worst]),
                "failing_samples": list(self.failing)}
@@ -136,7 +148,7 @@ class DatasetBuilder:
     def _first_divergence(self, layers):
         if not self.first:
             return None
-        index, name = min(self.first.values())
+        _, name = min(self.first.values())
         return next((r for r in layers if r.name == name), None)
 
     def _summary(self) -> dict:
@@ -172,7 +184,7 @@ class DatasetBuilder:
 
 def _larger(a: float, b: float) -> bool:
     """``a > b`` with NaN below every number (a NaN error is judged by the status, not by its size)."""
-    return (a == a) and (b != b or a > b)
+    return not math.isnan(a) and (math.isnan(b) or a > b)
 
 
 def _list(indices, limit: int = 10) -> str:

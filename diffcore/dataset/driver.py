@@ -5,8 +5,8 @@ import os
 from collections.abc import Mapping
 
 from ..errors import DiffcoreError
-from .aggregate import DatasetBuilder
 from ..texts import TOKEN_INPUTS
+from .aggregate import DatasetBuilder
 from .sources import materialize
 
 

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import math
 
-from ..stats.layout import I_ARGMAX, I_FIRST_INF_T, I_FIRST_NAN_R, NO_INDEX, empty_rows, merge_into
+from ..stats.layout import (
+    I_ARGMAX,
+    I_FIRST_INF_T,
+    I_FIRST_NAN_R,
+    NO_INDEX,
+    empty_rows,
+    merge_into,
+)
 from ..stats.result import finalize
 
 

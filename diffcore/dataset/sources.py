@@ -56,5 +56,5 @@ def materialize(sample):
     if isinstance(sample, dict):
         return sample
     if hasattr(sample, "keys") and hasattr(sample, "__getitem__"):
-        return {k: sample[k] for k in sample.keys()}
+        return {k: sample[k] for k in sample.keys()}  # noqa: SIM118 - a Mapping-like, not a dict
     raise DiffcoreError(f"a dataset sample must be a dict of input name -> array, got {type(sample).__name__}")

@@ -6,7 +6,13 @@ models").
 report's rows so the divergence rule (localize.py) judges a quantized layer against its own scales, not
 against float32's epsilon.
 """
-from .annotate import annotate_rows, annotate_torch_rows, is_quantized, is_torch_quantized, precisions_of
+from .annotate import (
+           annotate_rows,
+           annotate_torch_rows,
+           is_quantized,
+           is_torch_quantized,
+           precisions_of,
+)
 from .pairing import dequantized_pairs
 
 __all__ = ["annotate_rows", "annotate_torch_rows", "dequantized_pairs", "is_quantized", "is_torch_quantized",

@@ -75,7 +75,7 @@ def culprit_nodes(report, quantized_model) -> list[str]:
     layers = layer_precisions(quantized_model)
     nodes = [layers[r.test_tensor].node for r in report.layers + report.outputs
              if r.status == DIVERGED and r.precision and r.test_tensor in layers]
-    return list(dict.fromkeys(n[: -len("_quant")] if n.endswith("_quant") else n for n in nodes if n))
+    return list(dict.fromkeys(n.removesuffix("_quant") for n in nodes if n))
 
 
 def suggest_exclusions(ref, test, inputs, report, *, out_dir: str | None = None,

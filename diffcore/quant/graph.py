@@ -230,8 +230,10 @@ def _qoperator_layers(g: _Graph) -> dict:
             continue
         operands, (ys, yz) = spec
         layer = LayerPrecision(QOPERATOR, node.name, node.op_type)
+        def name(i, node=node):
+            return node.input[i] if i < len(node.input) else ""
+
         for v, s, z in operands:
-            name = lambda i: node.input[i] if i < len(node.input) else ""  # noqa: E731
             operand = _operand(g, name(v), name(s), name(z), _weight_axis(node))
             if operand is not None:
                 (layer.weights if operand.weight is not None else layer.activations).append(operand)

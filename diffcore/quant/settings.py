@@ -27,7 +27,12 @@ class QuantSettings:
 
     def quantize(self, model_input: str, model_output: str, inputs: dict, nodes_to_exclude) -> None:
         """Quantize the float32 ``model_input`` with these settings, calibrated on ``inputs``."""
-        from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+        from onnxruntime.quantization import (
+            QuantFormat,
+            QuantType,
+            quantize_dynamic,
+            quantize_static,
+        )
 
         types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
         common = {"per_channel": self.per_channel, "reduce_range": self.reduce_range,

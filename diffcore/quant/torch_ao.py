@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .graph import Operand, LayerPrecision
+from .graph import LayerPrecision, Operand
 from .noise import SQRT12, weight_term
 
 TORCH_AO = "torch.ao dynamic"
