@@ -5,7 +5,7 @@
 The pair is diffcore.demo's transformer (bench/dataset_models.py:build) in float32 against itself in
 float16, each sample a [1, seq] batch. For each mode: wall time, the peak RSS of the driver and (workers)
 of the largest child, and the driver's merge time (DatasetBuilder over the per-sample reports) against the
-total (Ray actors' memory is not measured: they are Ray's processes, not this one's children).
+total. Worker and Ray actor peaks come from ``report.dataset["worker_peak_rss_mib"]``.
 """
 from __future__ import annotations
 
@@ -45,11 +45,10 @@ def run(count: int, workers: int, ray: bool = False) -> dict:
     wall = time.perf_counter() - start
     merge = report.timings["merge"]  # the driver's merge of the per-sample rows (DatasetBuilder)
     self_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    child_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     mode = f"Ray, {workers} actors" if ray else "1 process" if workers == 1 else f"{workers} workers"
     return {"mode": mode, "wall_s": wall, "merge_s": merge,
             "driver_peak_mib": self_kib / 1024,
-            "child_peak_mib": child_kib / 1024 if workers > 1 and not ray else None,
+            "child_peak_mib": max((p for p in report.dataset.get("worker_peak_rss_mib", []) if p), default=None),
             "verdict": report.verdict, "samples": report.dataset["samples"]}
 
 

@@ -25,7 +25,9 @@ class _Worker:
     def run(self, shard):
         from ..comparison import reports_on
 
-        return reports_on(self.ref, self.test, shard, self.options)
+        from .workers import peak_rss_mib
+
+        return reports_on(self.ref, self.test, shard, self.options), peak_rss_mib()
 
 
 def _connect(ray, address):
@@ -44,20 +46,25 @@ def run_on_ray(ref, test, samples, opening: dict, options: dict, workers: int, p
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= workers else 0
     actor = ray.remote(num_gpus=gpus, num_cpus=0)(_Worker)
 
+    peaks: list = []
+
     def run_round(pending, results, bar):
-        return _round(ray, actor, pending, ref, test, opening, options, results, bar)
+        return _round(ray, actor, pending, ref, test, opening, options, results, bar, peaks)
 
-    return merged_with_retries(shards(samples, max(1, workers)), run_round, progress, len(samples), "a Ray actor")
+    return merged_with_retries(shards(samples, max(1, workers)), run_round, progress, len(samples), "a Ray actor",
+                               peaks)
 
 
-def _round(ray, actor, pending, ref, test, opening, options, results, bar) -> list:
+def _round(ray, actor, pending, ref, test, opening, options, results, bar, peaks) -> list:
     """Run ``pending`` shards, one new actor each; return the shards whose actor died."""
     actors = [actor.remote(ref, test, opening, options) for _ in pending]
     refs = [a.run.remote(shard) for a, shard in zip(actors, pending)]
     failed = []
     for shard, handle in zip(pending, refs):
         try:
-            for index, report in ray.get(handle):
+            reports, peak = ray.get(handle)
+            peaks.append(peak)
+            for index, report in reports:
                 results[index] = report
                 bar.update(1)
         except ray.exceptions.RayActorError:

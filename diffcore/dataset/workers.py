@@ -44,7 +44,16 @@ def _run_shard(ref, test, shard, opening, options, threads: int):
     from ..comparison import sample_reports
 
     _limit_threads(threads)
-    return sample_reports(ref, test, shard, opening, options)
+    return sample_reports(ref, test, shard, opening, options), peak_rss_mib()
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory (MiB), where the platform tells it."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _limit_threads(threads: int) -> None:
@@ -67,16 +76,19 @@ def run_sharded(ref, test, samples, opening: dict, options: dict, workers: int, 
     if not samples:
         raise DiffcoreError("the dataset has no sample: nothing was compared")
     context = multiprocessing.get_context("spawn")
+    peaks: list = []
 
     def run_round(pending, results, bar):
-        return _run_round(pending, ref, test, opening, options, context, results, bar)
+        return _run_round(pending, ref, test, opening, options, context, results, bar, peaks)
 
-    return merged_with_retries(shards(samples, workers), run_round, progress, len(samples), "a worker process")
+    return merged_with_retries(shards(samples, workers), run_round, progress, len(samples), "a worker process",
+                               peaks)
 
 
-def merged_with_retries(pending, run_round, progress, total: int, who: str):
+def merged_with_retries(pending, run_round, progress, total: int, who: str, peaks: list):
     """Run the shards with ``run_round(pending, results, bar) -> failed shards``, once more for the failed
-    ones, then merge every sample's report in sample order (the order of one process)."""
+    ones, then merge every sample's report in sample order (the order of one process). ``peaks``: the
+    workers' peak memory, filled by ``run_round``, stated in ``report.dataset``."""
     results: dict = {}
     with progress.phase("samples", total=total, unit="sample") as bar:
         for _ in range(RETRIES + 1):
@@ -90,10 +102,12 @@ def merged_with_retries(pending, run_round, progress, total: int, who: str):
     builder = DatasetBuilder()
     for index in sorted(results):
         builder.add(index, results[index])
-    return builder.report()
+    report = builder.report()
+    report.dataset["worker_peak_rss_mib"] = [None if p is None else round(p, 1) for p in peaks]
+    return report
 
 
-def _run_round(pending, ref, test, opening, options, context, results, bar) -> list:
+def _run_round(pending, ref, test, opening, options, context, results, bar, peaks) -> list:
     """Run ``pending`` shards in one pool; return the shards whose worker died."""
     failed = []
     with ProcessPoolExecutor(max_workers=len(pending), mp_context=context) as pool:
@@ -102,7 +116,9 @@ def _run_round(pending, ref, test, opening, options, context, results, bar) -> l
                    for shard in pending]
         for shard, future in futures:
             try:
-                for index, report in future.result():
+                reports, peak = future.result()
+                peaks.append(peak)
+                for index, report in reports:
                     results[index] = report
                     bar.update(1)
             except BrokenProcessPool:
