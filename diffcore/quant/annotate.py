@@ -6,9 +6,11 @@ rule then judges that row's local error against its prediction instead of float3
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
-from .graph import layer_precisions
+from .graph import QUANTIZATION_OPS, layer_precisions
 from .noise import predicted_rel_l2, weight_term
 
 
@@ -17,8 +19,9 @@ def _model_of(runner):
     store = getattr(runner, "_store", None)
     if store is None:
         return None
-    onnx = __import__("onnx")
-    model = onnx.ModelProto()
+    from onnx import ModelProto
+
+    model = ModelProto()
     model.CopyFrom(store.skeleton)
     present = {t.name for t in model.graph.initializer}
     for name in store.initializer_names:
@@ -48,7 +51,7 @@ def annotate_torch_rows(pairs, rows: dict, test_runner, test_feed) -> list[str]:
 
 def is_torch_quantized(runner) -> bool:
     module = getattr(runner, "module", None)
-    if module is None or "torch" not in __import__("sys").modules:
+    if module is None or "torch" not in sys.modules:
         return False
     from .torch_ao import module_precisions
 
@@ -59,7 +62,10 @@ def precisions_of(runner) -> dict:
     """{test value: graph.LayerPrecision} of an ONNX runner's quantized layers (cached on the runner)."""
     cached = getattr(runner, "_diffcore_quant_layers", None)
     if cached is None:
-        model = _model_of(runner)
+        # Every ONNX comparison asks; only a graph with quantization ops pays for its weights being read.
+        store = getattr(runner, "_store", None)
+        quantized = store is not None and any(n.op_type in QUANTIZATION_OPS for n in store.skeleton.graph.node)
+        model = _model_of(runner) if quantized else None
         cached = layer_precisions(model) if model is not None else {}
         try:
             runner._diffcore_quant_layers = cached

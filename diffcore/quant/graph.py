@@ -35,6 +35,8 @@ _QOP_OPERANDS = {
     "QLinearGlobalAveragePool": ([(0, 1, 2)], (3, 4)),
 }
 _INTEGER_OPS = {"MatMulInteger", "ConvInteger"}
+# The ops that make a graph quantized: without one, a graph has no layer precision to read.
+QUANTIZATION_OPS = {"DequantizeLinear", "DynamicQuantizeLinear", *_QOP_OPERANDS, *_INTEGER_OPS}
 _PASS_THROUGH = {"Cast", "Mul", "Add"}  # dynamic quantization's rescale and bias after the integer op
 
 
