@@ -13,10 +13,10 @@ BATCH, IN = 32, 64
 
 
 class MLP(nn.Module):
-    def __init__(self):
+    def __init__(self, hidden_out: int = IN):
         super().__init__()
-        self.fc1, self.act, self.fc2 = nn.Linear(IN, 128), nn.GELU(), nn.Linear(128, IN)
-        self.norm, self.fc3 = nn.LayerNorm(IN), nn.Linear(IN, 10)
+        self.fc1, self.act, self.fc2 = nn.Linear(IN, 128), nn.GELU(), nn.Linear(128, hidden_out)
+        self.norm, self.fc3 = nn.LayerNorm(hidden_out), nn.Linear(hidden_out, 10)
 
     def forward(self, x):
         return self.fc3(self.norm(self.fc2(self.act(self.fc1(x)))))
@@ -33,9 +33,10 @@ class SmallCNN(nn.Module):
         return self.head(self.relu2(self.conv2(self.relu1(self.conv1(image)))))
 
 
-def mlp(outlier_in_fc2: float | None = None) -> MLP:
+def mlp(outlier_in_fc2: float | None = None, square: bool = False) -> MLP:
+    """The issue's MLP; ``square``: fc2 maps 128 -> 128 (a square weight, like a transformer's projections)."""
     torch.manual_seed(0)
-    model = MLP().eval()
+    model = MLP(128 if square else IN).eval()
     if outlier_in_fc2:
         with torch.no_grad():  # one weight far past the others: a per-tensor scale gets coarse for all
             model.fc2.weight[0, 0] = outlier_in_fc2 * model.fc2.weight.abs().max()

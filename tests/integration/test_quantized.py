@@ -204,3 +204,19 @@ def test_a_torch_ao_dynamic_model_is_judged_by_its_int8_scales(inputs):
 def test_a_torch_ao_outlier_weight_is_localized(inputs):
     report = _compare(qm.mlp(outlier_in_fc2=60.0), _torch_dynamic(qm.mlp(outlier_in_fc2=60.0)), inputs)
     assert report.verdict == "fail" and _first(report) == "fc2"
+
+
+@pytest.mark.parametrize("weight_type", ["QInt8", "QUInt8"])
+def test_dynamic_quantization_of_a_square_linear_passes(folder, inputs, weight_type):
+    """quantize_dynamic stores a Linear's weight transposed (``fc2.weight_Transposed_quantized``, [in, out]):
+    a square one has the reference's shape either way and must still be compared transposed, not read as
+    a 141 % 'wrong scale or zero point'."""
+    from onnxruntime.quantization import QuantType
+
+    fp32 = qm.export(qm.mlp(square=True), inputs, folder / "square.onnx")
+    test = qm.quantize(fp32, str(folder / f"square_dyn_{weight_type}.onnx"), "dynamic",
+                       weight_type=getattr(QuantType, weight_type), reduce_range=True)
+    report = _compare(fp32, test, inputs)
+    assert report.verdict == "pass", report.summary
+    row = report.row("/fc2/Gemm_output_0")
+    assert row.quant_issue == "" and "int8" in row.precision
