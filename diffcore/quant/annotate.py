@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import layer_precisions
+from .graph import fed_before_quantization, layer_precisions
 from .noise import predicted_rel_l2, weight_term
 
 
@@ -86,7 +86,8 @@ def annotate_rows(pairs, rows: dict, ref_runner, test_runner, ref_feed, test_to_
     ref_weights = _initializers(ref_runner)
     for pair in quantized:
         layer, row = layers[pair.test.key], rows[id(pair)]
-        own = [a for a in layer.activations if a.dequantized not in test_to_ref]  # else upstream's rounding
+        # an activation another row dequantizes is that row's rounding, unless this layer is fed before it
+        own = [a for a in layer.activations if a.dequantized not in test_to_ref or fed_before_quantization(layer)]
         activations = {a.value: values[test_to_ref[a.value]] for a in own if test_to_ref.get(a.value) in values}
         activations.update({a.value: ref_feed[a.value] for a in own  # graph inputs
                             if a.value not in activations and a.value in ref_feed})

@@ -297,6 +297,18 @@ def _dynamic_weight_scale(g: _Graph, dql) -> np.ndarray | None:
     return None
 
 
+# QDQ ops ONNX Runtime runs as integer kernels (DequantizeLinear -> op -> QuantizeLinear fused into QGemm,
+# QLinearConv, QLinearMatMul): their local runs read the reference's values through the input's own
+# QuantizeLinear -> DequantizeLinear, as the deployed kernel does; a float op reading a DequantizeLinear
+# (GELU, LayerNorm) computes in float whatever feeds it.
+INTEGER_KERNELS = frozenset({"Gemm", "MatMul", "Conv"})
+
+
+def fed_before_quantization(layer) -> bool:
+    """Whether a QDQ layer's local run feeds its activations before their QuantizeLinear."""
+    return layer.kind == QDQ and layer.op_type in INTEGER_KERNELS and bool(layer.activations)
+
+
 def layer_precisions(model) -> dict:
     """{float value name: LayerPrecision} of every value a quantized layer produces; empty for a float
     model."""

@@ -220,3 +220,43 @@ def test_dynamic_quantization_of_a_square_linear_passes(folder, inputs, weight_t
     assert report.verdict == "pass", report.summary
     row = report.row("/fc2/Gemm_output_0")
     assert row.quant_issue == "" and "int8" in row.precision
+
+
+def _deployed_value(path, value, feed_name, feed):
+    """``value`` as the deployed session computes it: the model cut right after it (a DequantizeLinear output
+    then has no reader, and ONNX Runtime fuses the layer before it into its integer kernel as it does in the
+    whole model), run on ``feed`` given at ``feed_name``."""
+    import onnxruntime as ort
+
+    inferred = onnx.shape_inference.infer_shapes(onnx.load(path))
+    cut = onnx.utils.Extractor(inferred).extract_model([feed_name], [value])
+    session = ort.InferenceSession(cut.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {feed_name: feed})[0]
+
+
+def _reference_value(path, value, inputs):
+    import onnxruntime as ort
+
+    model = onnx.load(path)
+    model.graph.output.append(onnx.helper.make_empty_tensor_value_info(value))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run([value], inputs)[0]
+
+
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_qdq_rows_and_local_errors_are_what_the_deployed_integer_kernels_compute(folder, fp32, inputs,
+                                                                                  reduce_range):
+    """Exposing a DequantizeLinear output that a node of the same run reads stops ONNX Runtime from fusing
+    DequantizeLinear -> Gemm -> QuantizeLinear into its integer kernel, and feeding a Gemm its float input
+    directly does too: rows and local errors would then describe a float Gemm the deployed model never runs
+    (on x86 CPUs without VNNI the default int8 kernels saturate where the float one does not)."""
+    test = qm.quantize(fp32, str(folder / f"deployed_{reduce_range}.onnx"), "qdq", reduce_range=reduce_range)
+    report = _compare(fp32, test, inputs)
+    for name, entry in (("/fc1/Gemm_output_0", "x"), ("/fc2/Gemm_output_0", "/act/Gelu_output_0")):
+        row = report.row(name)
+        ref = _reference_value(fp32, name, inputs)
+        whole = _deployed_value(test, row.test_tensor, "x", inputs["x"])
+        assert row.rel_l2 == pytest.approx(qm.rel_l2(ref, whole), rel=1e-4)
+        local = _deployed_value(test, row.test_tensor, entry, _reference_value(fp32, entry, inputs) if
+                                entry != "x" else inputs["x"])
+        assert row.local_rel_l2 == pytest.approx(qm.rel_l2(ref, local), rel=1e-4)
