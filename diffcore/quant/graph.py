@@ -89,7 +89,10 @@ class LayerPrecision:
     float_output: str = ""     # the op's own output value (QDQ: before its QuantizeLinear)
 
     def describe(self) -> str:
-        """E.g. ``int8 per-channel W, uint8 A -> uint8 (QDQ)``."""
+        """E.g. ``int8 per-channel W, uint8 A -> uint8 (QDQ)``; ``float32 (reads int8, dequantized)`` for a
+        float op that only reads a dequantized value (a GELU between two QGemm)."""
+        if not self.weights and self.output is None and self.activations:
+            return f"float32 (reads {self.activations[0].dtype}, dequantized)"
         parts = []
         if self.weights:
             w = self.weights[0]
