@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 
 from .amplification import amplifier_of, gain_words, top_amplifiers
 from .findings import blame_converter
+from .quant.words import losses as quant_losses
 from .ranges import overflow_words
 from .report.model import CARRIED, DIVERGED, DRIFT, FUSED, NOT_COMPARABLE, OK
 from .stats.formats import FORMATS
@@ -346,7 +347,7 @@ def _verdict_words(layers, outputs, loc: Localization, reason: str) -> str:
         worst = max((r for r in layers if r.status != FUSED), key=_badness, default=None)
         where = f"; largest layer error {_pct(worst.rel_l2)} at {worst.name}" if worst else ""
         return (f"PASS: {len(layers)} layers compared, no divergence{where}.{_amplifier_words(layers)}{out_text}"
-                f"{_fusion_words(loc)}")
+                f"{_fusion_words(loc)}{quant_losses(layers)}")
     first = loc.first_divergence
     if first is None:
         return f"FAIL: no layer diverges, but the outputs do: {loc.failed_outputs[0].cause}.{out_text}"
@@ -357,7 +358,7 @@ def _verdict_words(layers, outputs, loc: Localization, reason: str) -> str:
     else:
         origin = _carried_origin(first, layers)
     return (f"FAIL: first divergence at {first.name}{op}, {position}: {first.cause}; {origin}."
-            f"{_amplifier_words(layers)}{out_text}")
+            f"{_amplifier_words(layers)}{out_text}{quant_losses(layers)}")
 
 
 def _carried_origin(first, layers) -> str:

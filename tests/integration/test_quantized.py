@@ -269,3 +269,15 @@ def test_float_rows_between_quantized_layers_say_they_carry_quantization_error(f
     row = _compare(fp32, clean[variant], inputs).row("/act/Gelu_output_0")
     assert row.status == "drift" and row.precision.startswith("float32")
     assert "quantization error of the layers before it" in row.cause and "noise of float32" not in row.cause
+
+
+def test_the_summary_names_the_layers_losing_most_and_the_text_gives_each_local_sqnr(fp32, clean, inputs):
+    report = _compare(fp32, clean["qoperator"], inputs)
+    worst = max((r for r in report.layers if r.predicted_rel_l2 is not None), key=lambda r: r.local_rel_l2)
+    sqnr = -20 * math.log10(worst.local_rel_l2)
+    assert f"Layers losing the most to quantization (local SQNR): {worst.name} {sqnr:.1f} dB" in report.summary
+    text = report.to_text(width=200)
+    assert "Quantized layers (what each computes in" in text
+    assert f"{worst.name}: {worst.precision}; local SQNR {sqnr:.1f} dB" in text
+    float_only = _compare(fp32, fp32, inputs)
+    assert "losing the most" not in float_only.summary and "Quantized layers" not in float_only.to_text()
