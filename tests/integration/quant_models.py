@@ -33,6 +33,48 @@ class SmallCNN(nn.Module):
         return self.head(self.relu2(self.conv2(self.relu1(self.conv1(image)))))
 
 
+class Embedder(nn.Module):
+    """Token and position embeddings summed, then the MLP: quantize_dynamic quantizes the Gather tables
+    (Gather of the uint8 table, then DequantizeLinear) as it does a transformer's embeddings."""
+
+    def __init__(self, vocab: int = 300, seq: int = 12):
+        super().__init__()
+        self.tokens, self.positions = nn.Embedding(vocab, IN), nn.Embedding(seq, IN)
+        self.mlp = MLP()
+
+    def forward(self, ids):
+        positions = torch.arange(ids.shape[1]).unsqueeze(0)
+        return self.mlp(self.tokens(ids) + self.positions(positions))
+
+
+class Fork(nn.Module):
+    """Two Linear layers reading one value (attention's query, key and value projections): quantize_dynamic
+    quantizes that value once, and each MatMulInteger's result is rescaled by its own weight's scale."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(IN, IN), nn.Linear(IN, IN), nn.Linear(IN, 10)
+        with torch.no_grad():
+            self.b.weight.mul_(4.0)  # a scale other than a's: dequantized with a's, it would be 4x off
+
+    def forward(self, x):
+        return self.out(torch.relu(self.a(x)) * self.b(x))
+
+
+def fork() -> Fork:
+    torch.manual_seed(0)
+    return Fork().eval()
+
+
+def embedder() -> Embedder:
+    torch.manual_seed(0)
+    return Embedder().eval()
+
+
+def embedder_inputs(seed: int = 5) -> dict:
+    return {"ids": torch.randint(0, 300, (4, 12), generator=torch.Generator().manual_seed(seed)).numpy()}
+
+
 def mlp(outlier_in_fc2: float | None = None, square: bool = False) -> MLP:
     """The issue's MLP; ``square``: fc2 maps 128 -> 128 (a square weight, like a transformer's projections)."""
     torch.manual_seed(0)

@@ -281,3 +281,40 @@ def test_the_summary_names_the_layers_losing_most_and_the_text_gives_each_local_
     assert f"{worst.name}: {worst.precision}; local SQNR {sqnr:.1f} dB" in text
     float_only = _compare(fp32, fp32, inputs)
     assert "losing the most" not in float_only.summary and "Quantized layers" not in float_only.to_text()
+
+
+def test_dynamically_quantized_embeddings_are_judged_by_their_table_scale(folder):
+    """quantize_dynamic stores an embedding table as uint8 and gathers before dequantizing: the gathered rows
+    carry the table's rounding (several %), which is int8 precision, not a float32 layer past 0.0004 %."""
+    from onnxruntime.quantization import QuantType
+
+    inputs = qm.embedder_inputs()
+    fp32 = qm.export(qm.embedder(), inputs, folder / "embedder.onnx")
+    test = qm.quantize(fp32, str(folder / "embedder_dyn.onnx"), "dynamic", weight_type=QuantType.QUInt8,
+                       make_inputs=qm.embedder_inputs)
+    report = _compare(fp32, test, inputs)
+    assert report.verdict == "pass", report.summary
+    gather = report.row("/tokens/Gather_output_0")
+    assert gather.precision.startswith("uint8 per-tensor W") and "Gather" in gather.precision
+    assert gather.local_rel_l2 == pytest.approx(gather.predicted_rel_l2, rel=0.5)
+    added = report.row("/Add_output_0")  # the tokens plus the position table (a dequantized constant)
+    assert added.predicted_rel_l2 is not None and "table" in added.precision
+
+
+def test_linear_layers_sharing_one_dynamic_quantization_each_use_their_own_weight_scale(folder, inputs):
+    """One DynamicQuantizeLinear feeds both MatMulInteger (as a transformer's query/key/value projections
+    share one): each weight is dequantized with the scale of the Mul after its own MatMulInteger, not the
+    first Mul the shared activation scale meets (which read the key weights as 'a wrong scale or zero
+    point')."""
+    from onnxruntime.quantization import QuantType
+
+    fp32 = qm.export(qm.fork(), inputs, folder / "fork.onnx")
+    test = qm.quantize(fp32, str(folder / "fork_dyn.onnx"), "dynamic", weight_type=QuantType.QUInt8)
+    graph = onnx.load(test).graph
+    assert sum(n.op_type == "DynamicQuantizeLinear" for n in graph.node) < \
+        sum(n.op_type == "MatMulInteger" for n in graph.node)  # the quantization is shared
+    report = _compare(fp32, test, inputs)
+    assert report.verdict == "pass", report.summary
+    for name in ("/a/Gemm_output_0", "/b/Gemm_output_0"):
+        row = report.row(name)
+        assert row.quant_issue == "" and row.local_rel_l2 == pytest.approx(row.predicted_rel_l2, rel=0.5)
