@@ -176,8 +176,18 @@ class _Judge:
         else:
             row.status, row.cause = OK, f"all {row.count} elements equal (compared exactly)"
 
+    def _quantized_born_here(self, row) -> bool:
+        """A quantized layer past a limit whose own local error is at least ``born_here_share`` of its error
+        (an outlier weight a little short of the peers rule): its quantization, not upstream, made it."""
+        return (_finite(row.predicted_rel_l2) and _finite(row.local_rel_l2) and _finite(row.rel_l2)
+                and not row.new_nonfinite and row.local_rel_l2 >= self.rule.born_here_share * row.rel_l2)
+
     def _past_limit(self, row, cause: str) -> None:
-        if row.local_rel_l2 is not None:
+        if self._quantized_born_here(row):
+            row.status = DIVERGED
+            row.cause = (f"{cause}; born in this layer: its local error {_pct(row.local_rel_l2)} is most of it "
+                         f"({row.precision}; its scales predict {_pct(row.predicted_rel_l2)})")
+        elif row.local_rel_l2 is not None:
             row.status = CARRIED
             row.cause = f"{cause}; arrived from upstream (local error only {_pct(row.local_rel_l2)})"
         elif not self.seen_limit:

@@ -318,3 +318,28 @@ def test_linear_layers_sharing_one_dynamic_quantization_each_use_their_own_weigh
     for name in ("/a/Gemm_output_0", "/b/Gemm_output_0"):
         row = report.row(name)
         assert row.quant_issue == "" and row.local_rel_l2 == pytest.approx(row.predicted_rel_l2, rel=0.5)
+
+
+def test_a_quantized_layer_past_5_percent_by_its_own_error_is_born_there(folder, inputs):
+    """An outlier 8x the largest weight costs fc2 6 % on its own, short of 5x its peers: its row is past the
+    5 % band, and its local error is most of that, so the error is born there, not 'arrived from upstream
+    (local error only 6 %)'."""
+    fp32 = qm.export(qm.mlp(outlier_in_fc2=8.0), inputs, folder / "outlier8.onnx")
+    test = qm.quantize(fp32, str(folder / "outlier8_qdq.onnx"), "qdq", reduce_range=True)
+    report = _compare(fp32, test, inputs)
+    first = report.first_divergence
+    assert first.name == "/fc2/Gemm_output_0" and first.status == DIVERGED
+    assert "born in this layer" in first.cause and first.local_rel_l2 > 0.5 * first.rel_l2
+
+
+def test_without_a_diverging_layer_the_layer_losing_most_is_excluded_first(fp32, clean, inputs):
+    from diffcore.quant.exclude import culprit_nodes
+
+    report = _compare(fp32, clean["qoperator"], inputs)  # nothing diverges here
+    quantized = [r for r in report.layers if r.predicted_rel_l2 is not None]
+    worst, second = sorted(quantized, key=lambda r: -r.local_rel_l2)[:2]
+    model = onnx.load(clean["qoperator"])
+    layers = layer_precisions(model)
+    first = culprit_nodes(report, model)
+    assert first == [layers[worst.test_tensor].node.removesuffix("_quant")]
+    assert culprit_nodes(report, model, first) == [layers[second.test_tensor].node.removesuffix("_quant")]
