@@ -11,7 +11,8 @@ The rule (``DivergenceRule``), dtype-aware so that float16 noise in every layer 
 - A layer **is past a limit** when its accumulated error shows a new NaN/Inf, a relative L2 error over
   ``fail_rel_l2`` (5 %, a conversion bug), or, where no local error was computed, a jump of
   ``jump_factor`` over every upstream layer's error (and over the noise floor). Such a layer is ``carried``
-  when its local error is small (the error arrived from upstream), else ``diverged``.
+  when its local error is small (the error arrived from upstream), else ``diverged``. (Applied to quantized
+  layers, diffcore/quant: one whose local error is ``born_here_share`` of its error is born there.)
 - Otherwise a layer is ``drift`` above ``fine_rel_l2`` (0.1 %), ``ok`` below. Depth enters through the
   local error: accumulated noise is judged only against the 5 % band, never against per-layer noise.
 
