@@ -2,8 +2,8 @@
 
     PYTHONPATH=. python bench/quant_vs_qdq_debug.py [--out bench/results/quant-vs-qdq-debug-<date>.txt]
 
-For each case (tests/integration/quant_models.py: the issue's MLP, clean and with planted bugs), it prints
-what each tool says: qdq_loss_debug's per-activation SQNR (float activations vs the QDQ model's, both
+For each case (tests/integration/quant_models.py: the issue's MLP, clean and with planted bugs, and one
+with a square fc2 quantized dynamically), it prints what each tool says: qdq_loss_debug's per-activation SQNR (float activations vs the QDQ model's, both
 "xmodel" and "qdq" errors) and weight SQNR, with the lowest-SQNR layer; diffcore's verdict, first divergence
 and its cause. qdq_loss_debug reads QDQ graphs only (QOperator and dynamic models are skipped for it).
 """
@@ -35,6 +35,7 @@ def cases(folder: Path) -> list:
 
     fp32 = qm.export(qm.mlp(), qm.mlp_inputs(), folder / "fp32.onnx")
     outlier = qm.export(qm.mlp(outlier_in_fc2=60.0), qm.mlp_inputs(), folder / "outlier.onnx")
+    square = qm.export(qm.mlp(square=True), qm.mlp_inputs(), folder / "square.onnx")
     qdq = qm.quantize(fp32, str(folder / "qdq.onnx"), "qdq", reduce_range=True)
     return [
         ("clean QDQ (reduce_range)", fp32, qdq),
@@ -42,6 +43,9 @@ def cases(folder: Path) -> list:
                                                            reduce_range=True)),
         ("clean dynamic (uint8 W)", fp32, qm.quantize(fp32, str(folder / "dyn.onnx"), "dynamic",
                                                      weight_type=QuantType.QUInt8)),
+        ("clean dynamic, square fc2 (int8 W, reduce_range)", square,
+         qm.quantize(square, str(folder / "square_dyn.onnx"), "dynamic", weight_type=QuantType.QInt8,
+                     reduce_range=True)),
         ("default QDQ (8-bit int8 W)", fp32, qm.quantize(fp32, str(folder / "default.onnx"), "qdq")),
         ("outlier weight in fc2", outlier, qm.quantize(outlier, str(folder / "outlier_q.onnx"), "qdq",
                                                        reduce_range=True)),
@@ -93,8 +97,13 @@ def main() -> None:
             with redirect_stdout(io.StringIO()):
                 debug = qdq_debug(fp32, test, folder)
             out = max(r.rel_l2 for r in report.outputs)
+            diverged = ", ".join(f"{r.name} (local {100 * r.local_rel_l2:.3g} %, predicted "
+                                 f"{100 * r.predicted_rel_l2:.3g} %)" if r.local_rel_l2 is not None and
+                                 r.predicted_rel_l2 is not None else r.name
+                                 for r in report.layers if r.status == "diverged") or "-"
             lines += [f"\n## {title}", f"diffcore ({took:.2f} s): {report.verdict.upper()}, output rel L2 "
-                      f"{100 * out:.3g} %, first divergence {where}", f"qdq_loss_debug: {debug}"]
+                      f"{100 * out:.3g} %, first divergence {where}", f"diffcore diverged rows: {diverged}",
+                      f"qdq_loss_debug: {debug}"]
     print_and_save("\n".join(lines) + "\n", "quant-vs-qdq-debug", args.out)
 
 

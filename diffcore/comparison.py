@@ -45,7 +45,9 @@ def _pair_bytes(pair) -> int:
 
 
 def plan_chunks(pairs, budget_bytes: int) -> list[list]:
-    """Consecutive pairs grouped so one chunk's tensors (both sides) stay within ``budget_bytes``."""
+    """Consecutive pairs grouped so one chunk's tensors (both sides) stay within ``budget_bytes``. A QDQ
+    layer's dequantized result ends its chunk: exposed while a node of the same run reads it, it stops ONNX
+    Runtime from fusing the layer into its integer kernel (diffcore/quant/pairing.py)."""
     chunks, current, size = [], [], 0
     for pair in pairs:
         need = _pair_bytes(pair)
@@ -54,6 +56,9 @@ def plan_chunks(pairs, budget_bytes: int) -> list[list]:
             current, size = [], 0
         current.append(pair)
         size += need
+        if pair.test.meta.get("dequantized"):
+            chunks.append(current)
+            current, size = [], 0
     if current:
         chunks.append(current)
     return chunks

@@ -214,8 +214,14 @@ class LocalComputer:
         with; a QDQ layer reads the DequantizeLinear outputs its upstream layers are compared at."""
         layer = quant.precisions_of(self.test).get(key)
         graph = self.test.graph
-        if layer is not None and layer.kind == "QDQ":  # its inputs are the upstream layers' dequantized values
-            return graph.inputs_of[graph.producer[layer.float_output]]
+        if layer is not None and layer.kind == "QDQ":
+            # its inputs are the upstream layers' dequantized values; an op ONNX Runtime runs as an integer
+            # kernel reads them through their QuantizeLinear -> DequantizeLinear, or it would run in float
+            inputs = graph.inputs_of[graph.producer[layer.float_output]]
+            if not quant.fed_before_quantization(layer):
+                return inputs
+            before = {a.dequantized: a.value for a in layer.activations}
+            return [before.get(name, name) for name in inputs]
         if layer is not None and layer.activations:
             return [operand.value for operand in layer.activations]
         return graph.inputs_of[graph.producer[key]]

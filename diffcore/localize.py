@@ -11,7 +11,8 @@ The rule (``DivergenceRule``), dtype-aware so that float16 noise in every layer 
 - A layer **is past a limit** when its accumulated error shows a new NaN/Inf, a relative L2 error over
   ``fail_rel_l2`` (5 %, a conversion bug), or, where no local error was computed, a jump of
   ``jump_factor`` over every upstream layer's error (and over the noise floor). Such a layer is ``carried``
-  when its local error is small (the error arrived from upstream), else ``diverged``.
+  when its local error is small (the error arrived from upstream), else ``diverged``. (Applied to quantized
+  layers, diffcore/quant: one whose local error is ``born_here_share`` of its error is born there.)
 - Otherwise a layer is ``drift`` above ``fine_rel_l2`` (0.1 %), ``ok`` below. Depth enters through the
   local error: accumulated noise is judged only against the 5 % band, never against per-layer noise.
 
@@ -36,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 
 from .amplification import amplifier_of, gain_words, top_amplifiers
 from .findings import blame_converter
+from .quant.words import losses as quant_losses
 from .ranges import overflow_words
 from .report.model import CARRIED, DIVERGED, DRIFT, FUSED, NOT_COMPARABLE, OK
 from .stats.formats import FORMATS
@@ -89,6 +91,7 @@ class _Judge:
         self.median_local = statistics.median(locals_) if locals_ else None
         quantized = [r.local_rel_l2 for r in rows if _finite(r.local_rel_l2) and _finite(r.predicted_rel_l2)]
         self.median_quantized = statistics.median(quantized) if len(quantized) >= 3 else None
+        self.quantized = bool(quantized)  # a quantized test model: its float rows carry quantization error
         self.upstream_max = 0.0
         self.seen_limit = False
 
@@ -161,7 +164,7 @@ class _Judge:
         elif limit_cause:
             self._past_limit(row, limit_cause)
         elif row.rel_l2 > self.rule.fine_rel_l2:
-            row.status, row.cause = DRIFT, _drift_cause(row)
+            row.status, row.cause = DRIFT, _drift_cause(row, self.quantized)
         else:
             row.status, row.cause = OK, ""
         _with_range(row)
@@ -174,8 +177,18 @@ class _Judge:
         else:
             row.status, row.cause = OK, f"all {row.count} elements equal (compared exactly)"
 
+    def _quantized_born_here(self, row) -> bool:
+        """A quantized layer past a limit whose own local error is at least ``born_here_share`` of its error
+        (an outlier weight a little short of the peers rule): its quantization, not upstream, made it."""
+        return (_finite(row.predicted_rel_l2) and _finite(row.local_rel_l2) and _finite(row.rel_l2)
+                and not row.new_nonfinite and row.local_rel_l2 >= self.rule.born_here_share * row.rel_l2)
+
     def _past_limit(self, row, cause: str) -> None:
-        if row.local_rel_l2 is not None:
+        if self._quantized_born_here(row):
+            row.status = DIVERGED
+            row.cause = (f"{cause}; born in this layer: its local error {_pct(row.local_rel_l2)} is most of it "
+                         f"({row.precision}; its scales predict {_pct(row.predicted_rel_l2)})")
+        elif row.local_rel_l2 is not None:
             row.status = CARRIED
             row.cause = f"{cause}; arrived from upstream (local error only {_pct(row.local_rel_l2)})"
         elif not self.seen_limit:
@@ -192,10 +205,13 @@ def _saturation_words(row) -> str:
             "products in 16 bits and can saturate (quantize with reduce_range=True, or uint8 weights)")
 
 
-def _drift_cause(row) -> str:
+def _drift_cause(row, quantized: bool = False) -> str:
     if _finite(row.predicted_rel_l2):
         local = "" if row.local_rel_l2 is None else f"local {_pct(row.local_rel_l2)} against "
         return f"{row.precision}: {local}{_pct(row.predicted_rel_l2)} predicted by its scales"
+    if quantized:  # a float op between quantized layers: float32's noise is not what it shows
+        local = "" if row.local_rel_l2 is None else f" (local error {_pct(row.local_rel_l2)})"
+        return f"computes in {row.test_dtype}: the quantization error of the layers before it, carried{local}"
     return f"within the expected noise of {row.test_dtype}"
 
 
@@ -342,7 +358,7 @@ def _verdict_words(layers, outputs, loc: Localization, reason: str) -> str:
         worst = max((r for r in layers if r.status != FUSED), key=_badness, default=None)
         where = f"; largest layer error {_pct(worst.rel_l2)} at {worst.name}" if worst else ""
         return (f"PASS: {len(layers)} layers compared, no divergence{where}.{_amplifier_words(layers)}{out_text}"
-                f"{_fusion_words(loc)}")
+                f"{_fusion_words(loc)}{quant_losses(layers)}")
     first = loc.first_divergence
     if first is None:
         return f"FAIL: no layer diverges, but the outputs do: {loc.failed_outputs[0].cause}.{out_text}"
@@ -353,7 +369,7 @@ def _verdict_words(layers, outputs, loc: Localization, reason: str) -> str:
     else:
         origin = _carried_origin(first, layers)
     return (f"FAIL: first divergence at {first.name}{op}, {position}: {first.cause}; {origin}."
-            f"{_amplifier_words(layers)}{out_text}")
+            f"{_amplifier_words(layers)}{out_text}{quant_losses(layers)}")
 
 
 def _carried_origin(first, layers) -> str:

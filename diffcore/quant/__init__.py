@@ -13,7 +13,8 @@ from .annotate import (
            is_torch_quantized,
            precisions_of,
 )
+from .graph import fed_before_quantization
 from .pairing import dequantized_pairs
 
-__all__ = ["annotate_rows", "annotate_torch_rows", "dequantized_pairs", "is_quantized", "is_torch_quantized",
-           "precisions_of"]
+__all__ = ["annotate_rows", "annotate_torch_rows", "dequantized_pairs", "fed_before_quantization", "is_quantized",
+           "is_torch_quantized", "precisions_of"]

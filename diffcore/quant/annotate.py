@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from .graph import QUANTIZATION_OPS, layer_precisions
+from .graph import QUANTIZATION_OPS, fed_before_quantization, layer_precisions
 from .noise import predicted_rel_l2, weight_term
 
 
@@ -84,6 +84,10 @@ def annotate_rows(pairs, rows: dict, ref_runner, test_runner, ref_feed, test_to_
     quantized = [p for p in pairs if id(p) in rows and p.test.key in layers and not rows[id(p)].exact]
     if not quantized:
         return []
+    for pair in pairs:  # every other float row of a quantized model computes in float32
+        row = rows.get(id(pair))
+        if row is not None and not row.exact and pair.test.key not in layers and row.test_dtype == "float32":
+            row.precision = "float32"
     wanted = set()
     for pair in quantized:
         wanted.add(pair.ref.key)
@@ -92,7 +96,8 @@ def annotate_rows(pairs, rows: dict, ref_runner, test_runner, ref_feed, test_to_
     ref_weights = _initializers(ref_runner)
     for pair in quantized:
         layer, row = layers[pair.test.key], rows[id(pair)]
-        own = [a for a in layer.activations if a.dequantized not in test_to_ref]  # else upstream's rounding
+        # an activation another row dequantizes is that row's rounding, unless this layer is fed before it
+        own = [a for a in layer.activations if a.dequantized not in test_to_ref or fed_before_quantization(layer)]
         activations = {a.value: values[test_to_ref[a.value]] for a in own if test_to_ref.get(a.value) in values}
         activations.update({a.value: ref_feed[a.value] for a in own  # graph inputs
                             if a.value not in activations and a.value in ref_feed})
@@ -171,11 +176,10 @@ def _reference_weight(operand, ref_weights: dict):
             if ref is None:
                 return None
             ref = np.asarray(ref, np.float64)
-            if ref.shape == operand.weight.shape:
-                return ref
-            if ref.T.shape == operand.weight.shape:
-                return ref.T
-            return None
+            # quantize_dynamic stores a Gemm's weight transposed ([in, out]) and says so in the name: a square
+            # weight has the reference's shape either way, and read untransposed it differs by ~140 %
+            orientations = (ref.T, ref) if suffix == "_Transposed_quantized" else (ref, ref.T)
+            return next((w for w in orientations if w.shape == operand.weight.shape), None)
     return None
 
 

@@ -68,13 +68,20 @@ def _worst_output(report) -> float:
     return max(values) if values else 0.0
 
 
-def culprit_nodes(report, quantized_model) -> list[str]:
+def culprit_nodes(report, quantized_model, excluded=()) -> list[str]:
     """The names ``nodes_to_exclude`` knows the diverging quantized layers by, in execution order: the
     quantizers name a node they replace after the float32 node (``/fc1/Gemm_quant`` for ``/fc1/Gemm``;
-    dynamic quantization first splits a Gemm into ``/fc1/Gemm_MatMul``), and keep a QDQ op's own name."""
+    dynamic quantization first splits a Gemm into ``/fc1/Gemm_MatMul``), and keep a QDQ op's own name.
+    Where no quantized layer diverges (the error accumulated over many), the one losing the most that is
+    not ``excluded`` yet."""
     layers = layer_precisions(quantized_model)
-    nodes = [layers[r.test_tensor].node for r in report.layers + report.outputs
-             if r.status == DIVERGED and r.precision and r.test_tensor in layers]
+    rows = [r for r in report.layers + report.outputs if r.precision and r.test_tensor in layers]
+    nodes = [layers[r.test_tensor].node for r in rows if r.status == DIVERGED]
+    if not nodes:
+        ranked = sorted((r for r in rows if r.local_rel_l2 is not None and r.predicted_rel_l2 is not None),
+                        key=lambda r: -r.local_rel_l2)
+        nodes = [n for n in (layers[r.test_tensor].node for r in ranked)
+                 if n and n.removesuffix("_quant") not in excluded][:1]
     return list(dict.fromkeys(n.removesuffix("_quant") for n in nodes if n))
 
 
@@ -102,7 +109,7 @@ def suggest_exclusions(ref, test, inputs, report, *, out_dir: str | None = None,
         return suggestion
     nodes = culprit_nodes(report, quantized)
     if not nodes:
-        suggestion.reason = "no quantized layer diverges: the failure is not in a quantized layer"
+        suggestion.reason = "no quantized layer was compared: the failure is not in a quantized layer"
         return suggestion
     if out_dir:  # a new folder inside it, so no earlier attempt is overwritten
         os.makedirs(out_dir, exist_ok=True)
@@ -121,7 +128,7 @@ def suggest_exclusions(ref, test, inputs, report, *, out_dir: str | None = None,
         if new_report.passed:
             suggestion.nodes, suggestion.found = nodes, True
             return suggestion
-        more = [n for n in culprit_nodes(new_report, onnx.load(path)) if n not in nodes]
+        more = [n for n in culprit_nodes(new_report, onnx.load(path), nodes) if n not in nodes]
         if not more:
             break
         nodes = nodes + more

@@ -54,6 +54,7 @@ class Operand:
     written_as: tuple | None = None  # (scale, zero point) of the QuantizeLinear that wrote it, where known
     node: str = ""             # the DequantizeLinear (or op) that reads it with ``scale``/``zero_point``
     dequantized: str = ""      # QDQ: the DequantizeLinear output the layer reads
+    constant: bool = False     # a quantized constant computed in the graph (a table gathered at fixed indices)
 
     def representable(self) -> tuple[float, float]:
         """The float range its integer type holds with this scale and zero point (per tensor)."""
@@ -89,13 +90,20 @@ class LayerPrecision:
     weights: list = field(default_factory=list)       # Operand
     output: Operand | None = None                     # requantization of the output (None: stays float)
     float_output: str = ""     # the op's own output value (QDQ: before its QuantizeLinear)
+    constants: list = field(default_factory=list)     # Operand: dequantized constants without their array
 
     def describe(self) -> str:
-        """E.g. ``int8 per-channel W, uint8 A -> uint8 (QDQ)``."""
+        """E.g. ``int8 per-channel W, uint8 A -> uint8 (QDQ)``; ``float32 (reads int8, dequantized)`` for a
+        float op that only reads a dequantized value (a GELU between two QGemm)."""
+        if not self.weights and not self.constants and self.output is None and self.activations:
+            return f"float32 (reads {self.activations[0].dtype}, dequantized)"
         parts = []
         if self.weights:
             w = self.weights[0]
             parts.append(f"{w.dtype} {'per-channel' if w.per_channel else 'per-tensor'} W")
+        if self.constants:
+            c = self.constants[0]
+            parts.append(f"{c.dtype} {'per-channel' if c.per_channel else 'per-tensor'} table")
         if self.activations:
             a = self.activations[0]
             parts.append(f"{a.dtype} A")
@@ -122,6 +130,16 @@ class _Graph:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
         self.nodes = list(graph.node)
+        self.static = self._static(graph)
+
+    def _static(self, graph) -> set:
+        """Values computed from initializers and Constants alone (a table gathered at fixed indices)."""
+        static = set(self.inits)
+        for node in graph.node:
+            inputs = [i for i in node.input if i]
+            if inputs and all(i in static for i in inputs) and not node.op_type.startswith("Random"):
+                static.update(o for o in node.output if o)
+        return static - {i.name for i in graph.input if i.name not in self.inits}
 
     def const(self, name):
         return self.inits.get(name) if name else None
@@ -177,6 +195,8 @@ def _operand(g: _Graph, value, scale_name, zp_name, axis=None) -> Operand | None
         weight = _dequantize(data, scale, zero_point, axis)
         return Operand(value, np.asarray(scale, np.float64), zero_point, _dtype_of(zp, data), axis, weight)
     float_value = g.float_of_quantized(value) or value
+    if value in g.static:  # an integer constant the graph computes (Gather of a table at fixed indices)
+        return Operand(float_value, np.asarray(scale, np.float64), zero_point, _dtype_of(zp), axis, constant=True)
     operand = Operand(float_value, np.asarray(scale, np.float64), zero_point, _dtype_of(zp), axis)
     writer = g.producer.get(value)
     if writer is not None and writer.op_type == "QuantizeLinear":
@@ -196,6 +216,27 @@ def _dequantize(data, scale, zero_point, axis) -> np.ndarray:
     return (data - float(zero_point.reshape(-1)[0])) * float(scale.reshape(-1)[0])
 
 
+def _operands_of(layer, operand) -> list:
+    """The list of ``layer`` an operand belongs to: weights (arrays), constants, or activations."""
+    if operand.weight is not None:
+        return layer.weights
+    return layer.constants if operand.constant else layer.activations
+
+
+def _gathered_layers(g: _Graph) -> dict:
+    """quantize_dynamic's embeddings: Gather of an integer table, then DequantizeLinear with the table's
+    scale. The dequantized rows are the layer's output; the table is its weight."""
+    found = {}
+    for dq in g.nodes:
+        gather = g.producer.get(dq.input[0]) if dq.op_type == "DequantizeLinear" else None
+        if gather is None or gather.op_type != "Gather" or g.const(gather.input[0]) is None:
+            continue
+        table = _operand(g, gather.input[0], dq.input[1], dq.input[2] if len(dq.input) > 2 else "", _axis(dq))
+        if table is not None and table.weight is not None and dq.output[0] not in g.static:
+            found[dq.output[0]] = LayerPrecision("Gather", gather.name, "Gather", weights=[table])
+    return found
+
+
 def _qdq_layers(g: _Graph) -> dict:
     found = {}
     for node in g.nodes:
@@ -210,7 +251,7 @@ def _qdq_layers(g: _Graph) -> dict:
             operand = _operand(g, dq.input[0], dq.input[1], dq.input[2] if len(dq.input) > 2 else "", _axis(dq))
             if operand is not None:
                 operand.node, operand.dequantized = dq.name or dq.output[0], dq.output[0]
-                (layer.weights if operand.weight is not None else layer.activations).append(operand)
+                _operands_of(layer, operand).append(operand)
         for out in node.output:
             found[out] = layer
             q = g.only_consumer(out, "QuantizeLinear")
@@ -220,7 +261,8 @@ def _qdq_layers(g: _Graph) -> dict:
                 if requant is not None:
                     requant.node = dq.name or dq.output[0]
                     found[dq.output[0]] = LayerPrecision(QDQ, node.name, node.op_type, layer.activations,
-                                                         layer.weights, requant, node.output[0])
+                                                         layer.weights, requant, node.output[0],
+                                                         layer.constants)
     return found
 
 
@@ -238,7 +280,7 @@ def _qoperator_layers(g: _Graph) -> dict:
         for v, s, z in operands:
             operand = _operand(g, name(v), name(s), name(z), _weight_axis(node))
             if operand is not None:
-                (layer.weights if operand.weight is not None else layer.activations).append(operand)
+                _operands_of(layer, operand).append(operand)
         out_scale = node.input[ys] if ys < len(node.input) else ""
         if out_scale:
             layer.output = _operand(g, node.output[0], out_scale, node.input[yz] if yz < len(node.input) else "")
@@ -270,7 +312,7 @@ def _dynamic_layers(g: _Graph) -> dict:
         if producer is not None and producer.op_type == "DynamicQuantizeLinear":
             layer.activations.append(Operand(producer.input[0], np.zeros(1), np.zeros(1, np.int64), "uint8",
                                              dynamic=True))
-        w_scale = _dynamic_weight_scale(g, producer)
+        w_scale = _dynamic_weight_scale(g, node)
         data = g.const(weight)
         if data is not None and w_scale is not None:
             zp = g.const(node.input[3]) if len(node.input) > 3 else None
@@ -286,17 +328,42 @@ def _dynamic_layers(g: _Graph) -> dict:
     return found
 
 
-def _dynamic_weight_scale(g: _Graph, dql) -> np.ndarray | None:
-    """The weight scale: the constant the run-time activation scale is multiplied by."""
-    if dql is None:
-        return None
-    for mul in g.consumers.get(dql.output[1], []):
-        if mul.op_type == "Mul":
-            other = next((i for i in mul.input if i != dql.output[1]), None)
-            scale = g.const(other)
-            if scale is not None:
-                return np.asarray(scale, np.float64).reshape(-1)
+def _dynamic_weight_scale(g: _Graph, node) -> np.ndarray | None:
+    """The weight scale of a MatMulInteger/ConvInteger: the constant in the factor that rescales *its* int32
+    result (Cast -> Mul by ``activation scale x weight scale``). One DynamicQuantizeLinear may feed several
+    of them (a transformer's query, key and value projections), each with its own weight scale."""
+    value = node.output[0]
+    while value is not None:
+        for user in g.consumers.get(value, []):
+            if user.op_type == "Mul":
+                factor = next((i for i in user.input if i != value), None)
+                scale = _constant_factor(g, factor)
+                if scale is not None:
+                    return scale
+        cast = g.only_consumer(value, "Cast")
+        value = cast.output[0] if cast is not None else None
     return None
+
+
+def _constant_factor(g: _Graph, name) -> np.ndarray | None:
+    """``name`` if it is a constant, else the constant operand of the Mul producing it."""
+    scale = g.const(name)
+    producer = g.producer.get(name) if scale is None else None
+    if producer is not None and producer.op_type == "Mul":
+        scale = next((g.const(i) for i in producer.input if g.const(i) is not None), None)
+    return None if scale is None else np.asarray(scale, np.float64).reshape(-1)
+
+
+# QDQ ops ONNX Runtime runs as integer kernels (DequantizeLinear -> op -> QuantizeLinear fused into QGemm,
+# QLinearConv, QLinearMatMul): their local runs read the reference's values through the input's own
+# QuantizeLinear -> DequantizeLinear, as the deployed kernel does; a float op reading a DequantizeLinear
+# (GELU, LayerNorm) computes in float whatever feeds it.
+INTEGER_KERNELS = frozenset({"Gemm", "MatMul", "Conv"})
+
+
+def fed_before_quantization(layer) -> bool:
+    """Whether a QDQ layer's local run feeds its activations before their QuantizeLinear."""
+    return layer.kind == QDQ and layer.op_type in INTEGER_KERNELS and bool(layer.activations)
 
 
 def layer_precisions(model) -> dict:
@@ -306,4 +373,5 @@ def layer_precisions(model) -> dict:
     found = _qdq_layers(g)
     found.update(_qoperator_layers(g))
     found.update(_dynamic_layers(g))
+    found.update(_gathered_layers(g))
     return found

@@ -74,6 +74,8 @@ def predicted_rel_l2(layer, activation_values: dict, output_values) -> tuple[flo
             terms[f"input {operand.value}"] = activation_term(operand, activation_values[operand.value])
     for operand in layer.weights:
         terms[f"weight {operand.value}"] = weight_term(operand)
+    for operand in layer.constants:  # added into the output as it is (an embedding table's rows)
+        terms[f"table {operand.value}"] = output_term(operand, output_values)
     if layer.output is not None and output_values is not None:
         terms["output"] = output_term(layer.output, output_values)
     terms = {k: v for k, v in terms.items() if v is not None and math.isfinite(v)}

@@ -27,8 +27,12 @@ def dequantized_pairs(match, test_probes, layers: dict) -> int:
                                          f"QuantizeLinear: compared after dequantization ({target!r}), "
                                          "what the next layer reads", pair.name))
         pair.notes.append(f"compared after QuantizeLinear -> DequantizeLinear ({target!r})")
-        # the row shows the layer's op (Conv, Gemm), not the DequantizeLinear that ends it
-        pair.test = replace(probes[target], op_type=layers[target].op_type)
+        # a local run of the layer reading this value feeds the reference's value before its QuantizeLinear
+        match.aliases[pair.test.key] = pair.ref.key
+        # the row shows the layer's op (Conv, Gemm), not the DequantizeLinear that ends it; ``dequantized``:
+        # its capture must leave it without a reader in the same run (comparison.py, segments.py)
+        pair.test = replace(probes[target], op_type=layers[target].op_type,
+                            meta={**probes[target].meta, "dequantized": True})
         moved += 1
     return moved
 

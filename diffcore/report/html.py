@@ -306,6 +306,13 @@ def _findings(report) -> str:
     return _bullet_list("Findings: what the converter or diffcore changed", lines(report))
 
 
+def _quantized(report) -> str:
+    from ..quant.words import lines
+
+    return _bullet_list("Quantized layers (what each computes in, local SQNR, error against its scales' "
+                        "prediction)", lines(report))
+
+
 def _diagnosis(report) -> str:
     from ..ranges import diagnosis_lines
 
@@ -323,7 +330,8 @@ def render_html(report) -> str:
         of rel L2 error against depth, the layer table with the first divergence highlighted, the outputs,
         unmatched tensors and warnings.
     """
-    body = "".join([_header(report), _layers(report), _outputs(report), _samples(report), _diagnosis(report),
+    body = "".join([_header(report), _layers(report), _outputs(report), _samples(report), _quantized(report),
+                    _diagnosis(report),
                     _findings(report), _set_aside(report),
                     _local_missing(report), _unmatched(report),
                     _warnings(report)])

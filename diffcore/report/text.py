@@ -429,6 +429,13 @@ def findings_section(report) -> list[str]:
     return bullets(f"Findings ({len(found)}): what the converter or diffcore changed in the models", found)
 
 
+def quantized_section(report) -> list[str]:
+    from ..quant.words import lines
+
+    return bullets("Quantized layers (what each computes in, local SQNR, error against its scales' "
+                   "prediction):", lines(report))
+
+
 def diagnosis_section(report) -> list[str]:
     from ..ranges import diagnosis_lines
 
@@ -466,7 +473,8 @@ def render_text(report, max_rows: int | None = 60, *, width: int | None = None, 
     """
     width = target_width(width)
     sections = [header_lines(report), layer_section(report, max_rows, width, wide, by),
-                output_section(report, width, wide), samples_section(report), diagnosis_section(report),
+                output_section(report, width, wide), samples_section(report), quantized_section(report),
+                diagnosis_section(report),
                 findings_section(report),
                 set_aside_section(report), local_section(report), unmatched_section(report),
                 warning_section(report)]

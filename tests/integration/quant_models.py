@@ -13,10 +13,10 @@ BATCH, IN = 32, 64
 
 
 class MLP(nn.Module):
-    def __init__(self):
+    def __init__(self, hidden_out: int = IN):
         super().__init__()
-        self.fc1, self.act, self.fc2 = nn.Linear(IN, 128), nn.GELU(), nn.Linear(128, IN)
-        self.norm, self.fc3 = nn.LayerNorm(IN), nn.Linear(IN, 10)
+        self.fc1, self.act, self.fc2 = nn.Linear(IN, 128), nn.GELU(), nn.Linear(128, hidden_out)
+        self.norm, self.fc3 = nn.LayerNorm(hidden_out), nn.Linear(hidden_out, 10)
 
     def forward(self, x):
         return self.fc3(self.norm(self.fc2(self.act(self.fc1(x)))))
@@ -33,9 +33,52 @@ class SmallCNN(nn.Module):
         return self.head(self.relu2(self.conv2(self.relu1(self.conv1(image)))))
 
 
-def mlp(outlier_in_fc2: float | None = None) -> MLP:
+class Embedder(nn.Module):
+    """Token and position embeddings summed, then the MLP: quantize_dynamic quantizes the Gather tables
+    (Gather of the uint8 table, then DequantizeLinear) as it does a transformer's embeddings."""
+
+    def __init__(self, vocab: int = 300, seq: int = 12):
+        super().__init__()
+        self.tokens, self.positions = nn.Embedding(vocab, IN), nn.Embedding(seq, IN)
+        self.mlp = MLP()
+
+    def forward(self, ids):
+        positions = torch.arange(ids.shape[1]).unsqueeze(0)
+        return self.mlp(self.tokens(ids) + self.positions(positions))
+
+
+class Fork(nn.Module):
+    """Two Linear layers reading one value (attention's query, key and value projections): quantize_dynamic
+    quantizes that value once, and each MatMulInteger's result is rescaled by its own weight's scale."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(IN, IN), nn.Linear(IN, IN), nn.Linear(IN, 10)
+        with torch.no_grad():
+            self.b.weight.mul_(4.0)  # a scale other than a's: dequantized with a's, it would be 4x off
+
+    def forward(self, x):
+        return self.out(torch.relu(self.a(x)) * self.b(x))
+
+
+def fork() -> Fork:
     torch.manual_seed(0)
-    model = MLP().eval()
+    return Fork().eval()
+
+
+def embedder() -> Embedder:
+    torch.manual_seed(0)
+    return Embedder().eval()
+
+
+def embedder_inputs(seed: int = 5) -> dict:
+    return {"ids": torch.randint(0, 300, (4, 12), generator=torch.Generator().manual_seed(seed)).numpy()}
+
+
+def mlp(outlier_in_fc2: float | None = None, square: bool = False) -> MLP:
+    """The issue's MLP; ``square``: fc2 maps 128 -> 128 (a square weight, like a transformer's projections)."""
+    torch.manual_seed(0)
+    model = MLP(128 if square else IN).eval()
     if outlier_in_fc2:
         with torch.no_grad():  # one weight far past the others: a per-tensor scale gets coarse for all
             model.fc2.weight[0, 0] = outlier_in_fc2 * model.fc2.weight.abs().max()

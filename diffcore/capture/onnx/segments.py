@@ -66,9 +66,10 @@ class SegmentRuns:
         """Run the nodes ``todo`` needs from ``feed`` and ``cuts``; keep the new cut values in ``cuts``."""
         graph = self.graph
         ids = graph.needed_nodes(todo, set(feed) | set(cuts) | set(self._tail))
-        tail = self._check_tail(feed, cuts, ids)
+        # a dequantized value must leave the run without a reader in it (see _before_dequantize)
+        tail = None if any(_dequantized(graph, k) for k in todo) else self._check_tail(feed, cuts, ids)
         run_ids = sorted(set(ids) | set(tail or ()))
-        new_cuts = [v for v in graph.cut_values(run_ids) if v not in cuts]
+        new_cuts = [v for v in graph.cut_values(run_ids) if v not in cuts and not _inside_qdq_unit(graph, v)]
         entering = [v for v in graph.segment_entries(tail or ()) if v not in feed]
         computed = [v for v in entering if v not in cuts and v not in self._tail]
         names = list(dict.fromkeys(todo + (graph.outputs if tail is not None else []) + new_cuts + computed))
@@ -164,3 +165,31 @@ class SegmentRuns:
             return ""
         return (" and are stored in their declared float16 (ORT's CPU provider otherwise keeps some float16 "
                 "values in float32 between the ops it runs in float32)")
+
+
+# ops ONNX Runtime's CPU provider runs as integer kernels when DequantizeLinear feeds them and QuantizeLinear
+# reads them (its QDQ selectors); ops it only drops the Q/DQ around (Reshape, MaxPool) compute the same either way
+_QDQ_FUSED = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Mul", "AveragePool", "GlobalAveragePool",
+                        "Sigmoid", "LeakyRelu", "Softmax", "Concat", "Resize"})
+
+
+def _dequantized(graph, name: str) -> bool:
+    """Whether ``name`` is a DequantizeLinear output of a computed (not constant) integer value."""
+    source = graph.producer.get(name)
+    return source is not None and graph.nodes[source].op_type == "DequantizeLinear" and \
+        graph.nodes[source].input[0] not in graph.static
+
+
+def _inside_qdq_unit(graph, name: str) -> bool:
+    """Whether ``name`` lies inside a QDQ node group (a DequantizeLinear or QuantizeLinear output, or the
+    output of an op reading a DequantizeLinear): no cut is held there. ONNX Runtime fuses DequantizeLinear ->
+    Gemm/MatMul/Conv -> QuantizeLinear into its integer kernels only where no value of the group is a graph
+    output or input; a later segment walks back to the last value outside such groups instead, and the
+    deployed integer kernels compute what it captures."""
+    source = graph.producer.get(name)
+    if source is None:
+        return False
+    node = graph.nodes[source]
+    if node.op_type in ("DequantizeLinear", "QuantizeLinear"):
+        return node.input[0] not in graph.static
+    return node.op_type in _QDQ_FUSED and any(_dequantized(graph, n) for n in graph.inputs_of[source])
