@@ -8,9 +8,11 @@ new actor; then the error names the samples it held.
 """
 from __future__ import annotations
 
+import os
+
 from .._deps import require
 from ..errors import DiffcoreError
-from .workers import _check_specs, merged_with_retries, shards
+from .workers import WORKER_ENV, _check_specs, merged_with_retries, shards
 
 
 class _Worker:
@@ -44,7 +46,8 @@ def run_on_ray(ref, test, samples, opening: dict, options: dict, workers: int, p
         raise DiffcoreError("the dataset has no sample: nothing was compared")
     _connect(ray, address)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= workers else 0
-    actor = ray.remote(num_gpus=gpus, num_cpus=0)(_Worker)
+    env = {k: v for k, v in WORKER_ENV.items() if k not in os.environ}  # idle OpenMP threads must not spin
+    actor = ray.remote(num_gpus=gpus, num_cpus=0, runtime_env={"env_vars": env} if env else None)(_Worker)
 
     peaks: list = []
 

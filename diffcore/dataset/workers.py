@@ -56,10 +56,17 @@ def peak_rss_mib() -> float | None:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+# OpenMP (torch's and Numba's CPU threads) spins idle threads by default: harmless in one process, but N
+# worker processes spinning on a few cores starve each other. Set before the worker imports torch.
+WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
 def _limit_threads(threads: int) -> None:
     """Each of N workers gets its share of the cores: torch's and Numba's thread pools would otherwise each
     take every core, and N workers would oversubscribe the machine N times."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    for key, value in WORKER_ENV.items():
+        os.environ.setdefault(key, value)  # a value the user set is kept
     os.environ["NUMBA_NUM_THREADS"] = str(threads)
     try:
         import torch
