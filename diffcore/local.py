@@ -281,6 +281,7 @@ class LocalComputer:
         captured = self.ref.capture(ref_feed, plain) if plain else {}
         ran = self._run_scopes(inputs)
         out = {}
+        # by_call and inputs are keyed by torch module call; the ONNX graph by scope (match.scope_of)
         for call, run in inputs.items():
             try:
                 out.update(self._run_scope(call, by_call[call], run, captured, ran.get(call)))
@@ -294,9 +295,10 @@ class LocalComputer:
         if len(inputs) < 2 or not hasattr(self.test, "run_scopes"):
             return {}
         try:
-            return self.test.run_scopes({call: run.feeds for call, run in inputs.items()})
+            ran = self.test.run_scopes({self.match.scope_of(call): run.feeds for call, run in inputs.items()})
         except DiffcoreError:
             return {}
+        return {call: ran[self.match.scope_of(call)] for call in inputs if self.match.scope_of(call) in ran}
 
     def _scoped_calls(self, pairs) -> dict:
         """{module call: its module-scope pairs} for the calls with an ONNX scope of their own."""
@@ -315,11 +317,11 @@ class LocalComputer:
         passed_on: dict = {}
         recorded = self.ref.capture_inputs(ref_feed, list(by_call), sources=passed_on)
         feeder = ScopeFeeder(self.ref, self.test, self.test_to_ref, ref_feed, test_feed)
-        feeder.prefetch(by_call)
+        feeder.prefetch([self.match.scope_of(call) for call in by_call])
         inputs = {}
         for call, group in by_call.items():
             try:
-                run = feeder.inputs(call, *recorded.pop(call), passed_on=passed_on.get(call, {}))
+                run = feeder.inputs(self.match.scope_of(call), *recorded.pop(call), passed_on=passed_on.get(call, {}))
             except DiffcoreError as exc:
                 run = f"computing the values that enter the module's ONNX scope failed: {exc}"
             if isinstance(run, str):
@@ -330,12 +332,12 @@ class LocalComputer:
 
     def _has_scope(self, call, group) -> bool:
         """Whether the ONNX graph has a scope for this module call that the paired values leave."""
-        graph = self.test.graph
-        if call not in graph.module_nodes:
+        graph, scope = self.test.graph, self.match.scope_of(call)
+        if scope not in graph.module_nodes:
             self._skip(group, "the ONNX graph has no scope of its own for this module call (the exporter "
                               "folded it into a neighbour)")
             return False
-        exits = set(graph.scope_exits(call))
+        exits = set(graph.scope_exits(scope))
         self._skip([p for p in group if p.test.key not in exits],
                    "the paired ONNX value does not leave this module's scope")
         return any(p.test.key in exits for p in group)
@@ -343,7 +345,7 @@ class LocalComputer:
     def _run_scope(self, call, group, inputs, captured, exits=None) -> dict:  # noqa: PLR0913
         """The module's ONNX scope fed the reference's value of every value entering it (local_scope.py), and
         the torch module on the same (rounded) arguments; ``exits``: the scope's outputs if already run."""
-        exits = exits if exits is not None else self.test.run_scope(call, inputs.feeds)
+        exits = exits if exits is not None else self.test.run_scope(self.match.scope_of(call), inputs.feeds)
         ref_out = captured if not inputs.rounded else self.ref.run_module(call, inputs.args, inputs.kwargs)
         return {id(p): (ref_out[p.ref.key], exits[p.test.key]) for p in group
                 if p.ref.key in ref_out and p.test.key in exits}

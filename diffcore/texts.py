@@ -35,12 +35,20 @@ def text_samples(texts, tokenizer_path) -> list[dict]:
         raise DiffcoreError("--texts needs --tokenizer tokenizer.json (or an hf:FOLDER side that has one)")
     tokenizer = load_tokenizer(tokenizer_path)
     tokenizer.no_padding()  # a tokenizer.json may pad to a fixed length: each sentence runs at its own
-    samples = []
-    for text in texts:
-        encoding = tokenizer.encode(text)
-        samples.append({
-            "input_ids": np.array([encoding.ids], dtype=np.int64),
-            "attention_mask": np.array([encoding.attention_mask], dtype=np.int64),
-            "token_type_ids": np.array([encoding.type_ids], dtype=np.int64),
-        })
-    return samples
+    return [_token_arrays([tokenizer.encode(text)]) for text in texts]
+
+
+def text_batch(texts, tokenizer_path) -> dict:
+    """One input dict holding every text, padded to the longest (a golden set's inputs from its texts)."""
+    from .deploy.artifacts import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_path)
+    tokenizer.no_truncation()
+    tokenizer.enable_padding()  # pads with the tokenizer's own pad token, to the longest text
+    return _token_arrays(tokenizer.encode_batch(list(texts)))
+
+
+def _token_arrays(encodings) -> dict:
+    return {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}

@@ -124,7 +124,7 @@ def _check_unique(artifacts: list, where) -> None:
 
 def declared_artifacts(model=None, paths=None) -> list[Artifact]:
     """The artifacts of ``model``: ``paths`` when given (files, or one ``.artifacts.json``), else the
-    manifest beside the model file, else none.
+    manifest beside the model file, else a checkpoint folder's tokenizer files (checkpoint_artifacts), else none.
 
     Raises:
         DiffcoreError: a malformed manifest or duplicate file names.
@@ -139,7 +139,25 @@ def declared_artifacts(model=None, paths=None) -> list[Artifact]:
     beside = manifest_beside(model)
     if beside and os.path.isfile(beside):
         return read_artifact_manifest(beside)
-    return []
+    return checkpoint_artifacts(model)
+
+
+def checkpoint_artifacts(model) -> list[Artifact]:
+    """The tokenizer and preprocessor files of a Hugging Face checkpoint folder, recorded without being
+    declared: an ``hf:FOLDER`` model's, or those beside a model file in an exported checkpoint folder
+    (config.json beside it, as optimum writes one). The folder says which files it reads text with."""
+    from ..capture.hf import HF_PREFIX, preprocessing_files
+
+    if not isinstance(model, (str, os.PathLike)):
+        return []
+    model = os.fspath(model)
+    if model.startswith(HF_PREFIX):
+        folder = model[len(HF_PREFIX):]
+    elif os.path.isfile(model) and os.path.isfile(os.path.join(os.path.dirname(model), "config.json")):
+        folder = os.path.dirname(model)
+    else:
+        return []
+    return [Artifact(p.name, str(p.resolve()), infer_role(p.name)) for p in preprocessing_files(folder)]
 
 
 def write_artifact_manifest(path, files, *, roles=None, force: bool = False) -> str:

@@ -317,6 +317,18 @@ def _model_file(model) -> dict:
     return {"file": os.path.basename(path), "sha256": sha256_file(path), "size": os.path.getsize(path)}
 
 
+def _text_inputs(runner, artifacts, texts) -> dict | None:
+    """The golden texts as the model's inputs (padded to the longest), through the tokenizer.json
+    artifact; None without texts or such a tokenizer."""
+    tokenizer = next((a.path for a in artifacts if os.path.basename(a.path) == "tokenizer.json"), None)
+    if not texts or tokenizer is None:
+        return None
+    from ..texts import TOKEN_INPUTS, text_batch
+
+    taken = {s.name for s in runner.input_specs()}
+    return {k: v for k, v in text_batch(texts, tokenizer).items() if k in taken or k not in TOKEN_INPUTS}
+
+
 def _inputs_for(runner, inputs) -> dict:
     from ..inputs import resolve_inputs
 
@@ -367,7 +379,7 @@ def record_golden(model, inputs=None, out=None, *, traces: bool = False, texts=N
     tokens = tokenize(declared, texts) if texts else {}
     runner = _open(model, device, providers)
     try:
-        data = _inputs_for(runner, inputs)
+        data = _inputs_for(runner, inputs if inputs is not None else _text_inputs(runner, declared, texts))
         outputs = runner.outputs(data)
         trace = _record_trace(runner, data, model) if traces else None
         info = _model_info(model, runner)

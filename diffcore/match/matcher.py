@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from ..capture.base import Probe
 from ..report.model import Unmatched
+from .scope_alias import dropped_wrapper_aliases
 from .tf_names import layout_note, layout_transpose, tf_layers
 
 
@@ -58,6 +59,14 @@ class MatchResult:
     # test key -> ref key for test-only values that are a matched tensor across an inserted Cast: not
     # compared (they are listed as unmatched), but re-run local errors feed them the reference's value.
     aliases: dict = field(default_factory=dict)
+    # torch module path -> the ONNX scope of that module where the exporter dropped a wrapper level
+    # (scope_alias.py); local errors run that scope for that module
+    scope_aliases: dict = field(default_factory=dict)
+
+    def scope_of(self, call: str) -> str:
+        """The ONNX scope of a torch module call (``path`` or ``path#k``)."""
+        path, sep, index = call.partition("#")
+        return self.scope_aliases.get(path, path) + sep + index
 
     @property
     def layer_pairs(self) -> list:
@@ -151,6 +160,7 @@ class _Matcher:
         self.paired_test: set[str] = set()
         self.reasons: dict = {}  # (side, key) -> why it is left unmatched, where a strategy knows better
         self.output_why: dict = {}  # output key -> why it did not pair with the other side's output
+        self.scope_aliases: dict = {}  # torch module path -> its ONNX scope, where a wrapper level was dropped
 
     def add(self, ref: Probe, test: Probe, method: str, name: str | None = None) -> bool:
         ok, note = reconcile_shapes(ref.shape, test.shape)
@@ -217,9 +227,12 @@ class _Matcher:
                     or tf_layers(value.node):
                 exits.setdefault(module, []).append(value)
         side = "ref" if torch_is_ref else "test"
-        for module, probes in self._torch_by_module(torch_side).items():
-            candidates = sorted(exits.get(module, []), key=lambda v: v.order)
-            candidates = self._without_folded_bias(side, module, probes, candidates)
+        groups = self._torch_by_module(torch_side)
+        self.scope_aliases = dropped_wrapper_aliases(groups, exits)
+        for module, probes in groups.items():
+            scope = self.scope_aliases.get(module, module)
+            candidates = sorted(exits.get(scope, []), key=lambda v: v.order)
+            candidates = self._without_folded_bias(side, scope, probes, candidates)
             for probe, value in zip(probes, self._pick(probes, candidates)):
                 if value is not None:
                     ref, test = (probe, value) if torch_is_ref else (value, probe)
@@ -360,7 +373,7 @@ class _Matcher:
         self.leftovers()
         order = {p.key: p.order for p in self.ref}
         self.pairs.sort(key=lambda pair: (pair.is_output, order[pair.ref.key]))
-        return MatchResult(self.pairs, self.unmatched, self.cast_aliases())
+        return MatchResult(self.pairs, self.unmatched, self.cast_aliases(), self.scope_aliases)
 
 
 def match_probes(ref_probes, test_probes) -> MatchResult:
