@@ -27,6 +27,9 @@ SIMULATED_CUDA = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 # golden.json, .artifacts.json) is checked against its published schema before it is written
 # (diffcore/files.py): a violation raises files.SchemaViolation, failing the test that wrote it.
 os.environ["DIFFCORE_VALIDATE_WRITES"] = "1"
+# transformers decides once, at its import, whether to load its TensorFlow half; with the tf extra's Keras 3
+# installed that import fails (optimum's exporter reaches it), so every test process turns it off first
+os.environ.setdefault("USE_TF", "0")
 
 
 @pytest.fixture(autouse=True)
