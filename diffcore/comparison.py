@@ -120,7 +120,7 @@ class _Comparison:
             test_probes = self.test_probes = self._timed("probe", self.test.probes, test_feed)
             bar.update()
         match = self._timed("match", match_probes, ref_probes, test_probes)
-        if quant.is_quantized(self.test):  # QDQ layers compared where the next layer reads them
+        if self.test.kind == "onnx" and quant.is_quantized(self.test):  # QDQ layers compared where read
             quant.dequantized_pairs(match, test_probes, quant.precisions_of(self.test))
         self.match_pairs = match.pairs
         self.unmatched += match.unmatched

@@ -91,7 +91,8 @@ class _Judge:
         self.median_local = statistics.median(locals_) if locals_ else None
         quantized = [r.local_rel_l2 for r in rows if _finite(r.local_rel_l2) and _finite(r.predicted_rel_l2)]
         self.median_quantized = statistics.median(quantized) if len(quantized) >= 3 else None
-        self.quantized = bool(quantized)  # a quantized test model: its float rows carry quantization error
+        # a quantized test model (local errors or not): its float rows carry quantization error
+        self.quantized = any(_finite(r.predicted_rel_l2) for r in rows)
         self.upstream_max = 0.0
         self.seen_limit = False
 
@@ -145,6 +146,8 @@ class _Judge:
         if row.local_rel_l2 is None:
             floor = max(self.rule.noise_floor(row.test_dtype),
                         self.rule.jump_factor * max(self.upstream_max, _eps(row.test_dtype)))
+            if _finite(row.predicted_rel_l2):  # its own quantization, on top of what arrives (no local error)
+                floor = max(floor, self.rule.quant_factor * math.hypot(row.predicted_rel_l2, self.upstream_max))
             if row.rel_l2 > floor:
                 return f"relative L2 error jumps to {_pct(row.rel_l2)} (upstream at most {_pct(self.upstream_max)})"
         return ""

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from ..capture.base import Probe
 from ..report.model import Unmatched
 from .scope_alias import dropped_wrapper_aliases
-from .tf_names import layout_note, layout_transpose, tf_layers
+from .tf_names import helper_ops, layout_note, layout_transpose, tf_layers, tf_op_name
 
 
 @dataclass
@@ -216,6 +216,21 @@ class _Matcher:
             if test is not None and not torch_output and is_graph_probe(ref) == is_graph_probe(test):
                 self.add(ref, test, "name")
 
+    def by_tf_op_name(self):
+        """Two TensorFlow conversions (TFLite and tf2onnx of one model): values of the same TensorFlow op,
+        which both converters keep in their tensor names, NHWC/NCHW layouts reconciled."""
+        expanded = helper_ops(self.ref) | helper_ops(self.test)
+        tests = {}
+        for probe in self.test:
+            name = tf_op_name(probe) if is_graph_probe(probe) and probe.key not in self.paired_test else None
+            if name is not None:
+                tests.setdefault(name, probe)
+        for ref in self.ref:
+            name = tf_op_name(ref) if is_graph_probe(ref) and ref.key not in self.paired_ref else None
+            test = tests.get(name) if name is not None and name not in expanded else None
+            if test is not None and test.key not in self.paired_test and not (ref.is_output or test.is_output):
+                self.add(ref, test, "name", name=name)
+
     def by_module_scope(self):
         """torch module outputs vs ONNX values leaving that module's scope, pairing repeated calls in order."""
         torch_side, graph_side, torch_is_ref = self._split_kinds()
@@ -367,6 +382,7 @@ class _Matcher:
     def run(self) -> MatchResult:
         self.outputs()
         self.by_name()
+        self.by_tf_op_name()
         self.by_module_scope()
         self.by_node()
         self.by_graph_scope()

@@ -40,3 +40,26 @@ def layout_transpose(ref_shape, test_shape) -> tuple | None:
 def layout_note(axes: tuple) -> str:
     return ("layout: test NCHW transposed to the reference's NHWC" if axes == NCHW_TO_NHWC
             else "layout: test NHWC transposed to the reference's NCHW")
+
+
+def tf_op_name(probe) -> str | None:
+    """The TensorFlow op a converted graph's value is the output of, as both converters keep it:
+    ``net_1/conv_1/Relu`` for tf2onnx's ``net_1/conv_1/Relu:0`` and TFLite's fused
+    ``net_1/conv_1/Relu;net_1/conv_1/BiasAdd``; None for a value without a TensorFlow scope."""
+    name = (probe.key or "").split(";")[0]
+    head, sep, tail = name.rpartition(":")
+    name = head if sep and tail.isdigit() else name
+    return name if tf_layers(name) else None
+
+
+def helper_ops(probes) -> set:
+    """TensorFlow op names a converter expanded into several nodes: tf2onnx names its helper nodes
+    ``<op>__<n>`` (``SquaredDifference`` -> a Sub named after the op, then ``SquaredDifference__10``), so the
+    value named after the op may not be the op's output: such names are never paired by name."""
+    out = set()
+    for probe in probes:
+        name = (probe.key or "").split(";")[0].rsplit(":", 1)[0]
+        head, sep, tail = name.rpartition("__")
+        if sep and tail.isdigit():
+            out.add(head)
+    return out

@@ -59,14 +59,20 @@ def is_torch_quantized(runner) -> bool:
 
 
 def precisions_of(runner) -> dict:
-    """{test value: graph.LayerPrecision} of an ONNX runner's quantized layers (cached on the runner)."""
+    """{test value: graph.LayerPrecision} of an ONNX or TFLite runner's quantized (or float16-weight) layers,
+    cached on the runner."""
     cached = getattr(runner, "_diffcore_quant_layers", None)
     if cached is None:
         # Every ONNX comparison asks; only a graph with quantization ops pays for its weights being read.
-        store = getattr(runner, "_store", None)
-        quantized = store is not None and any(n.op_type in QUANTIZATION_OPS for n in store.skeleton.graph.node)
-        model = _model_of(runner) if quantized else None
-        cached = layer_precisions(model) if model is not None else {}
+        if getattr(runner, "kind", "") == "tflite":  # float16 weights or int8, read off the flatbuffer
+            from .tflite import tflite_precisions
+
+            cached = tflite_precisions(runner._interp)
+        else:
+            store = getattr(runner, "_store", None)
+            quantized = store is not None and any(n.op_type in QUANTIZATION_OPS for n in store.skeleton.graph.node)
+            model = _model_of(runner) if quantized else None
+            cached = layer_precisions(model) if model is not None else {}
         try:
             runner._diffcore_quant_layers = cached
         except AttributeError:
@@ -120,7 +126,23 @@ def _issue(layer, activations, output_values, ref_weights) -> str:
         words.append(clipped_words(layer.output, output_values, "its output"))
     for operand in layer.weights:
         words.append(weight_words(operand, ref_weights))
+        words.append(float16_clamp_words(operand))
     return "; ".join(w for w in words if w)
+
+
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def float16_clamp_words(operand) -> str:
+    """Words when a float16 weight holds float16's largest finite value: converters clamp a float32 weight
+    beyond float16's range (65504) to it, and nothing else warns."""
+    if operand.dtype != "float16" or operand.weight is None:
+        return ""
+    clamped = int(np.count_nonzero(np.abs(operand.weight) >= FLOAT16_MAX))
+    if not clamped:
+        return ""
+    return (f"weight {operand.value!r} holds {clamped} value(s) at float16's limit {FLOAT16_MAX:g}: float32 weights "
+            "beyond float16's range were clamped by the conversion (keep this layer in float32, or rescale it)")
 
 
 # A calibration that clips a few outliers is normal (percentile and entropy calibrators do it on purpose);

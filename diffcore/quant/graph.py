@@ -100,7 +100,8 @@ class LayerPrecision:
         parts = []
         if self.weights:
             w = self.weights[0]
-            parts.append(f"{w.dtype} {'per-channel' if w.per_channel else 'per-tensor'} W")
+            grid = "" if w.dtype.startswith("float") else f" {'per-channel' if w.per_channel else 'per-tensor'}"
+            parts.append(f"{w.dtype}{grid} W")
         if self.constants:
             c = self.constants[0]
             parts.append(f"{c.dtype} {'per-channel' if c.per_channel else 'per-tensor'} table")

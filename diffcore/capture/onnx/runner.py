@@ -389,7 +389,7 @@ class OnnxRunner(ModelChanges, LocalRuns, SegmentRuns, Runner):
 
     def _ort_error(self, exc: Exception, doing: str) -> DiffcoreError:
         """A DiffcoreError naming the failing node and its op type when ORT's message names one."""
-        message = str(exc).strip()
+        message = str(exc).strip() + _unregistered_op_hint(str(exc))
         found = _ORT_NODE.search(message)
         if found:
             node = self.graph.node_by_name.get(found.group(1))
@@ -453,3 +453,13 @@ class OnnxRunner(ModelChanges, LocalRuns, SegmentRuns, Runner):
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+
+def _unregistered_op_hint(message: str) -> str:
+    """What to do when the graph uses an op ONNX Runtime has no kernel for at the model's opset."""
+    if "No Op registered for Erfc" in message:
+        return (" (Erfc is no ONNX operator: tf2onnx writes Keras 3's exact GELU with it at every opset; convert "
+                "with gelu(approximate=True), or replace the node by 1 - Erf(x))")
+    if "No Op registered for" in message:
+        return " (the exporter wrote an op that is not in the model's opset: export with another opset or op)"
+    return ""
