@@ -101,10 +101,12 @@ def _tf_runner(spec: str, dtype, autocast, role) -> Runner | None:
 
 
 def _torchscript_runner(spec: str, dtype, autocast, device, role) -> Runner:
-    """A TorchScript file (``torch.jit.save``) compared at its outputs."""
+    """A TorchScript file (``torch.jit.save``), its submodules' outputs read through its graph."""
     from .capture.torchscript import load_torchscript
+    from .capture.torchscript_runner import TorchScriptRunner
 
-    return _torch_runner(load_torchscript(spec, role), dtype, autocast, device, None, role)
+    return TorchScriptRunner(spec, load_torchscript(spec, role), load_torchscript(spec, role), dtype=dtype,
+                             autocast=autocast, device=device, name=role)
 
 
 def _hf_runner(folder: str, dtype, autocast, device, role) -> Runner:

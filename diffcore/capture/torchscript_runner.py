@@ -1,0 +1,171 @@
+"""A TorchScript file as a side with per-submodule intermediates (torchscript_graph.py reads them).
+
+Probes are keyed as TorchRunner keys hooked modules (``path``, ``path#k``, flattened ``.i``), so a TorchScript
+file pairs with the eager module it came from and with its ONNX export by the same names. The model outputs
+are judged on the plain module (no instrumentation), and ``check_hooks`` compares the instrumented run's
+outputs with them.
+"""
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+from ..errors import DiffcoreError
+from .base import Probe
+from .torch_hooks import _detached_clone, _flatten, _has_bias, _unique
+from .torch_plain import hooks_change
+from .torch_runner import TorchRunner, _check_found, dtype_name
+from .torchscript_graph import instrument
+
+
+class TorchScriptRunner(TorchRunner):
+    """Runs a TorchScript file: outputs from the module as saved, intermediates from an instrumented copy."""
+
+    kind = "torch"
+
+    def __init__(self, path: str, module, instrumented_copy, **kwargs):
+        super().__init__(module, **kwargs)
+        import torch
+
+        copy = instrumented_copy.to(self.device)
+        if kwargs.get("dtype"):
+            copy = copy.to(getattr(torch, kwargs["dtype"]))
+        self._copy = copy.eval()
+        self._inst = instrument(self._copy)
+        self._by_path = dict(self._copy.named_modules())  # ScriptModules have no get_submodule
+        self.path = path
+        self.warnings = []
+        if self._inst.skipped:
+            self.warnings.append(f"{self.name}: {self._inst.skipped} submodule call(s) inside a scripted if/loop "
+                                 "body are not captured, only what leaves the body")
+        self.description = f"TorchScript {path} ({self.dtype}, {self.device})"
+
+    # ------------------------------------------------------------------------------------------- running
+
+    def _run(self, inputs: Mapping) -> tuple:
+        import torch
+
+        args, kwargs = self._split_call(self.prepare_inputs(inputs))
+        ordered = list(args) + [kwargs[p.name] for p in self._params if p.name in kwargs]
+        with torch.no_grad(), self._autocast():
+            try:
+                return self._inst.fn(self._copy._c, *ordered)
+            except Exception as exc:
+                raise DiffcoreError(f"forward of {self.name} failed: {_script_error(exc)}") from None
+
+    def _flat(self, result) -> tuple:
+        """[(key, call, tensor)] of the submodule outputs in execution order, and the model outputs
+        [(key, index, tensor)], keys unique as a hooked pass makes them."""
+        tensor, used, flat = _torch_tensor(), set(), []
+        for call in self._inst.calls:
+            items: list = []
+            _flatten(call.key, result[call.output], items, tensor)
+            flat.extend((_unique(k, used), call, t) for k, t in items)
+        items = []
+        _flatten("output", result[0], items, tensor)
+        outputs = [(_unique(k, used), i, t) for i, (k, t) in enumerate(items)]
+        return flat, outputs
+
+    def probes(self, inputs: Mapping) -> list[Probe]:
+        """Every submodule output and model output in execution order (see TorchRunner.probes)."""
+        flat, outputs = self._flat(self._run(inputs))
+        probes: list = []
+        for key, call, t in flat:
+            module = self._by_path[call.path]
+            probes.append(Probe(key, len(probes), tuple(t.shape), dtype_name(t.dtype), module=call.path,
+                                op_type=_class_name(module),
+                                meta={"call": call.key, "has_bias": _has_bias(module)}))
+        for key, index, t in outputs:
+            probes.append(Probe(key, len(probes), tuple(t.shape), dtype_name(t.dtype), output_index=index))
+        return probes
+
+    def visit(self, inputs: Mapping, keys: Collection[str], on_value, calls: Collection[str] = (),
+              on_call=None) -> list:
+        """One instrumented run handing ``keys`` values to ``on_value`` and ``calls`` inputs to ``on_call``
+        (see TorchRunner.visit); returns the instrumented run's model outputs."""
+        result = self._run(inputs)
+        flat, outputs = self._flat(result)
+        wanted, found, seen = set(keys), set(), []
+        for key, _, t in flat:
+            seen.append(key)
+            if key in wanted:
+                found.add(key)
+                on_value(key, t, False)
+        for key, _, t in outputs:
+            seen.append(key)
+            if key in wanted:
+                found.add(key)
+                on_value(key, t.detach(), True)
+        _check_found(wanted, dict.fromkeys(found), seen, self.name, "probe")
+        if calls:
+            got = self._call_inputs(result, calls)
+            for call in calls:
+                on_call(call, *got[call])
+        return [t.detach() for _, _, t in outputs]
+
+    def _call_inputs(self, result, keys, sources: dict | None = None) -> dict:
+        by_key = {c.key: c for c in self._inst.calls}
+        _check_found(set(keys), {k: 1 for k in keys if k in by_key}, list(by_key), self.name, "module call")
+        got = {}
+        for key in keys:
+            call = by_key[key]
+            args = tuple(_clone(result[i]) for i in call.inputs)
+            got[key] = (args, {})
+            if sources is not None:
+                sources[key] = {id(a): f"{src}" for a, src in zip(args, call.input_sources) if src is not None}
+        return got
+
+    def capture_inputs(self, inputs: Mapping, keys: Collection[str], sources: dict | None = None) -> dict:
+        """The inputs of the given submodule calls, from one instrumented run (see TorchRunner)."""
+        return self._call_inputs(self._run(inputs), list(keys), sources)
+
+    def check_hooks(self, inputs: Mapping, plain: Mapping | None = None, hooked: list | None = None) -> str:
+        """Compare the instrumented run's model outputs with the saved module's own run."""
+        if hooked is None:
+            hooked = [t.detach() for _, _, t in self._flat(self._run(inputs))[1]]
+        plain = list((plain if plain is not None else self.outputs(inputs)).values())
+        message = hooks_change(self.name, hooked, plain)
+        if message and message not in self.warnings:
+            self.warnings.append(message)
+        return message
+
+    def _submodule(self, path: str):
+        """The saved module's submodule at ``path`` (what ``run_module`` runs on the reference's inputs)."""
+        found = dict(self.module.named_modules()).get(path) if path else None
+        if found is None:
+            raise DiffcoreError(f"{self.name} has no submodule {path!r}")
+        return found
+
+    def _own_float_dtype(self, path: str):
+        return self.float_dtype  # a TorchScript file runs in one dtype (cast whole by --dtype)
+
+    def layer_count(self) -> int:
+        """How many submodule calls the instrumented graph reports."""
+        return len(self._inst.calls)
+
+
+def _torch_tensor():
+    import torch
+
+    return torch.Tensor
+
+
+def _clone(value):
+    return _detached_clone(value) if isinstance(value, _torch_tensor()) else value
+
+
+def _class_name(module) -> str:
+    """The Python class a ScriptModule was compiled from (``Linear``), as hooks name it."""
+    return getattr(module, "original_name", None) or type(module).__name__
+
+
+def _script_error(exc: BaseException) -> str:
+    """The TorchScript interpreter's error: its last line (the error itself) and the innermost code line."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    where = [ln for ln in lines if ln.startswith("File ")]
+    tail = lines[-1]
+    return f"{type(exc).__name__}: {tail}" + (f" (TorchScript {where[-1]})" if where else "")
+
+
+__all__ = ["TorchScriptRunner"]
