@@ -92,9 +92,11 @@ def instrument(module) -> Instrumented:
         inputs = list(mark.inputs())
         mark.destroy()
         path = _path_of(inputs[0])
-        if path is None or mark_owner_is_nested(inputs, graph):
+        lifted = [_lift(v, graph) for v in inputs[1:]]
+        if path is None or any(v is None for v in lifted):
             skipped += 1
             continue
+        inputs = inputs[:1] + lifted
         n = counts.get(path, 0)
         counts[path] = n + 1
         call = ScriptCall(path, path if n == 0 else f"{path}#{n}")
@@ -108,9 +110,29 @@ def instrument(module) -> Instrumented:
     return Instrumented(fn, calls, skipped)
 
 
-def mark_owner_is_nested(inputs, graph) -> bool:
-    """Whether the call's output is defined inside an ``if``/loop body (not returnable from the graph)."""
-    return inputs[-1].node().owningBlock() != graph.block()
+def _lift(value, graph):
+    """``value`` made visible at the graph's top level: a value defined inside a ``prim::If`` branch leaves
+    the If as an extra Optional output (None from the other branch, so the untaken branch's calls read as
+    absent); None for a value inside a loop body (loop-carried values are not rewritten)."""
+    import torch
+
+    while value.node().owningBlock() != graph.block():
+        owner = value.node().owningBlock().owningNode()
+        if owner.kind() != "prim::If":
+            return None
+        for branch in owner.blocks():
+            if value.unique() in {o.unique() for n in branch.nodes() for o in n.outputs()}:
+                branch.registerOutput(value)
+            else:
+                none = graph.create("prim::Constant")
+                none.output().setType(torch._C.NoneType.get())
+                none.insertBefore(branch.returnNode())
+                branch.registerOutput(none.output())
+        lifted = owner.addOutput()
+        kind = value.type().kind()
+        lifted.setType(value.type() if kind in ("NoneType", "OptionalType") else torch._C.OptionalType(value.type()))
+        value = lifted
+    return value
 
 
 def _return_all(graph, values) -> None:

@@ -55,10 +55,17 @@ class TorchScriptRunner(TorchRunner):
     def _flat(self, result) -> tuple:
         """[(key, call, tensor)] of the submodule outputs in execution order, and the model outputs
         [(key, index, tensor)], keys unique as a hooked pass makes them."""
-        tensor, used, flat = _torch_tensor(), set(), []
+        tensor, used, flat, counts = _torch_tensor(), set(), [], {}
+        self._runtime_keys = {}
         for call in self._inst.calls:
+            if result[call.output] is None:
+                continue  # a call in the branch of an ``if`` not taken: it did not run
+            n = counts.get(call.path, 0)
+            counts[call.path] = n + 1
+            key = call.path if n == 0 else f"{call.path}#{n}"  # numbered as hooks number the calls that ran
+            self._runtime_keys[key] = call
             items: list = []
-            _flatten(call.key, result[call.output], items, tensor)
+            _flatten(key, result[call.output], items, tensor)
             flat.extend((_unique(k, used), call, t) for k, t in items)
         items = []
         _flatten("output", result[0], items, tensor)
@@ -73,7 +80,7 @@ class TorchScriptRunner(TorchRunner):
             module = self._by_path[call.path]
             probes.append(Probe(key, len(probes), tuple(t.shape), dtype_name(t.dtype), module=call.path,
                                 op_type=_class_name(module),
-                                meta={"call": call.key, "has_bias": _has_bias(module)}))
+                                meta={"call": self._call_key(call), "has_bias": _has_bias(module)}))
         for key, index, t in outputs:
             probes.append(Probe(key, len(probes), tuple(t.shape), dtype_name(t.dtype), output_index=index))
         return probes
@@ -102,8 +109,13 @@ class TorchScriptRunner(TorchRunner):
                 on_call(call, *got[call])
         return [t.detach() for _, _, t in outputs]
 
+    def _call_key(self, call) -> str:
+        return next(k for k, c in self._runtime_keys.items() if c is call)
+
     def _call_inputs(self, result, keys, sources: dict | None = None) -> dict:
-        by_key = {c.key: c for c in self._inst.calls}
+        self._flat(result)
+        by_key = dict(self._runtime_keys)
+        runtime = {c.key: k for k, c in by_key.items()}  # graph call key -> key of the call that ran
         _check_found(set(keys), {k: 1 for k in keys if k in by_key}, list(by_key), self.name, "module call")
         got = {}
         for key in keys:
@@ -111,7 +123,7 @@ class TorchScriptRunner(TorchRunner):
             args = tuple(_clone(result[i]) for i in call.inputs)
             got[key] = (args, {})
             if sources is not None:
-                sources[key] = {id(a): f"{src}" for a, src in zip(args, call.input_sources) if src is not None}
+                sources[key] = {id(a): runtime[src] for a, src in zip(args, call.input_sources) if src in runtime}
         return got
 
     def capture_inputs(self, inputs: Mapping, keys: Collection[str], sources: dict | None = None) -> dict:
