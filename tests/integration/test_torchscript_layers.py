@@ -101,5 +101,14 @@ def test_a_torchscript_file_pairs_its_layers_with_its_onnx_export(tmp_path, dyna
 def test_a_corrupt_torchscript_file_is_a_clear_error(tmp_path):
     path = tmp_path / "model.pt"
     path.write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(DiffcoreError, match=r"model\.pt is not a TorchScript file"):
+    with pytest.raises(DiffcoreError, match=r"model\.pt is not a TorchScript file: .*truncated or corrupt"):
+        diffcore.compare(Net(torch.nn.GELU()).eval(), str(path), {"x": _x()})
+
+
+def test_a_truncated_torchscript_archive_is_a_clear_error(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.script(Net(torch.nn.GELU()).eval()), str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DiffcoreError, match=r"model\.pt is not a TorchScript file: .*truncated or corrupt"):
         diffcore.compare(Net(torch.nn.GELU()).eval(), str(path), {"x": _x()})
