@@ -7,6 +7,7 @@ outputs with them.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 
 from ..errors import DiffcoreError
@@ -50,7 +51,7 @@ class TorchScriptRunner(TorchRunner):
             try:
                 return self._inst.fn(self._copy._c, *ordered)
             except Exception as exc:
-                raise DiffcoreError(f"forward of {self.name} failed: {_script_error(exc)}") from None
+                raise DiffcoreError(f"forward of {self.name} failed{_script_error(exc)}") from None
 
     def _flat(self, result) -> tuple:
         """[(key, call, tensor)] of the submodule outputs in execution order, and the model outputs
@@ -71,6 +72,15 @@ class TorchScriptRunner(TorchRunner):
         _flatten("output", result[0], items, tensor)
         outputs = [(_unique(k, used), i, t) for i, (k, t) in enumerate(items)]
         return flat, outputs
+
+    def outputs(self, inputs: Mapping) -> dict:
+        """The saved module's own outputs; when it fails, the instrumented run fails the same way and names
+        the submodule (the interpreter's traceback marks each call on the way)."""
+        try:
+            return super().outputs(inputs)
+        except DiffcoreError:
+            self._run(inputs)
+            raise
 
     def probes(self, inputs: Mapping) -> list[Probe]:
         """Every submodule output and model output in execution order (see TorchRunner.probes)."""
@@ -171,13 +181,50 @@ def _class_name(module) -> str:
 
 
 def _script_error(exc: BaseException) -> str:
-    """The TorchScript interpreter's error: its last line (the error itself) and the innermost code line."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    if not lines:
-        return type(exc).__name__
-    where = [ln for ln in lines if ln.startswith("File ")]
-    tail = lines[-1]
-    return f"{type(exc).__name__}: {tail}" + (f" (TorchScript {where[-1]})" if where else "")
+    """The TorchScript interpreter's error in one line (`` in submodule 'a.b': Error: ... (TorchScript:
+    code)``): the error itself, the submodule it was raised in
+    (read from the serialized code's traceback: each caller frame marks its ``(child).forward(...)`` call)
+    and the failing code line."""
+    text = str(exc)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    error = lines[-1] if lines else type(exc).__name__
+    if not error.startswith(type(exc).__name__):
+        error = f"{type(exc).__name__}: {error}"
+    frames = text.split("Traceback of TorchScript, original code")[0].split("\n  File ")[1:]
+    path = [name for frame in frames[:-1] for name in _called_child(frame)]
+    where = f" in submodule '{'.'.join(path)}'" if path else ""
+    failing = _marked_line(frames[-1]) if frames else ""
+    return f"{where}: {error}" + (f" (TorchScript: {failing})" if failing else "")
+
+
+def _marked_line(frame: str) -> str:
+    """The code line a frame marks with ``<--- HERE``."""
+    lines = frame.splitlines()
+    for i, line in enumerate(lines):
+        if "<--- HERE" in line and i > 0:
+            return lines[i - 1].strip()
+    return ""
+
+
+def _called_child(frame: str) -> list:
+    """The attribute path of the child a caller frame was calling when the error came (``self.middle`` read
+    as ``middle = self.middle`` or ``_0 = getattr(layers, "0")`` in the serialized code)."""
+    found = re.search(r"\((\w+)\)\.forward\(", _marked_line(frame))
+    if not found:
+        return []
+    return _resolve(found.group(1), frame, 0)
+
+
+def _resolve(var: str, frame: str, depth: int) -> list:
+    if depth > 8:
+        return [var]
+    attr = re.search(rf"\b{re.escape(var)} = self\.(\w+)", frame)
+    if attr:
+        return [attr.group(1)]
+    item = re.search(rf'\b{re.escape(var)} = getattr\((\w+), "(\w+)"\)', frame)
+    if item:
+        return _resolve(item.group(1), frame, depth + 1) + [item.group(2)]
+    return [var]
 
 
 __all__ = ["TorchScriptRunner"]

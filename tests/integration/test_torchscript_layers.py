@@ -86,6 +86,21 @@ def test_a_shape_baked_by_the_trace_is_localized_to_its_submodule(tmp_path):
     assert report.first_divergence.name == "middle"
 
 
+class FixedHeads(torch.nn.Module):
+    """4 heads whose width ``int()`` bakes into a trace: another sequence length cannot be reshaped."""
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], 4, int(x.shape[1]) * 2).softmax(-1).reshape(x.shape[0], -1, 8)
+
+
+def test_a_baked_shape_that_cannot_reshape_names_its_submodule(tmp_path):
+    eager = Net(FixedHeads()).eval()
+    path = _save(eager, torch.from_numpy(_x(seq=16)), tmp_path)
+    with pytest.raises(DiffcoreError, match=r"^forward of test failed in submodule 'middle': RuntimeError: shape "
+                                            r"'\[2, 4, 32\]' is invalid .*\(TorchScript: .*torch\.reshape"):
+        diffcore.compare(eager, path, {"x": _x(seq=32)})
+
+
 @pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript-exporter", "dynamo-exporter"])
 def test_a_torchscript_file_pairs_its_layers_with_its_onnx_export(tmp_path, dynamo):
     eager = Net(torch.nn.GELU()).eval()
