@@ -1,12 +1,24 @@
 """TorchScript sides measured: eager vs .pt (traced, scripted), .pt vs ONNX (both exporters), planted trace
 bugs, and the real Silero VAD jit vs its shipped ONNX files. Prints README rows; run from the repo root:
 ``PYTHONPATH=$PWD python bench/torchscript.py``."""
-import os, sys, time, numpy as np, torch, diffcore, tempfile, warnings
+import os
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import torch
+
+import diffcore
+
 warnings.filterwarnings("ignore")
 sys.path.insert(0, os.getcwd())
-from tests.integration.test_torchscript_layers import Net, Gate, Heads, _x
-from tests.integration.test_torchscript_silero import Vad16k, _chunk
 import silero_vad
+
+from tests.integration.test_torchscript_layers import Gate, Heads, Net, _x
+from tests.integration.test_torchscript_silero import Vad16k, _chunk
+
 d = tempfile.mkdtemp()
 def row(name, ref, test, feeds):
     t = time.time(); r = diffcore.compare(ref, test, feeds); el = time.time() - t

@@ -50,7 +50,7 @@ class TorchScriptRunner(TorchRunner):
         with torch.no_grad(), self._autocast():
             try:
                 return self._inst.fn(self._copy._c, *ordered)
-            except Exception as exc:
+            except (RuntimeError, TypeError) as exc:  # torch.jit.Error is a RuntimeError
                 raise DiffcoreError(f"forward of {self.name} failed{_script_error(exc)}") from None
 
     def _flat(self, result) -> tuple:
