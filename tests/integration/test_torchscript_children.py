@@ -37,10 +37,11 @@ def test_a_scripted_submodule_is_compared_at_what_leaves_it():
     assert any("'body'" in w and "TorchScript" in w for w in report.warnings)
 
 
-def test_a_scripted_root_still_compares_its_outputs():
+def test_a_traced_root_object_is_compared_layer_by_layer():
     eager, _ = _models()
     traced = torch.jit.trace(eager, torch.zeros(3, 4))
     x = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
     report = diffcore.compare(eager, traced, {"x": x})
     assert report.outputs and report.outputs[0].rel_l2 < 1e-6
-    assert any("TorchScript" in w for w in report.warnings)
+    assert report.coverage["layers"]["paired"] == report.coverage["layers"]["total"] > 0, report.coverage
+    assert not any("TorchScript" in w for w in report.warnings)
