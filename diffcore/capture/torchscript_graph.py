@@ -12,8 +12,8 @@ The markers are removed and what they held (each call's inputs and output) is re
 model's output, from one function made of that graph and called with the module as ``self``.
 
 Markers are taken in graph order, which is execution order: a child's call comes before its parent's, as
-hooks would fire. Calls inside a scripted ``if``/loop body cannot be returned from the flat graph and are
-left out (counted in ``skipped``).
+hooks would fire. A call inside a scripted ``if`` branch leaves the ``prim::If`` as an extra Optional output
+(None when its branch did not run); a call inside a loop body is left out (counted in ``skipped``).
 """
 from __future__ import annotations
 

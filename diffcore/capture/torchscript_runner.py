@@ -36,8 +36,8 @@ class TorchScriptRunner(TorchRunner):
         self.path = path
         self.warnings = []
         if self._inst.skipped:
-            self.warnings.append(f"{self.name}: {self._inst.skipped} submodule call(s) inside a scripted if/loop "
-                                 "body are not captured, only what leaves the body")
+            self.warnings.append(f"{self.name}: {self._inst.skipped} submodule call site(s) inside a scripted loop "
+                                 "body are not captured, only what leaves the loop")
         self.description = f"TorchScript {path} ({self.dtype}, {self.device})"
 
     # ------------------------------------------------------------------------------------------- running

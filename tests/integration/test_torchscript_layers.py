@@ -127,3 +127,35 @@ def test_a_truncated_torchscript_archive_is_a_clear_error(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(DiffcoreError, match=r"model\.pt is not a TorchScript file: .*truncated or corrupt"):
         diffcore.compare(Net(torch.nn.GELU()).eval(), str(path), {"x": _x()})
+
+
+class Branches(torch.nn.Module):
+    """Submodule calls in both branches of a data-dependent if, and one in a loop."""
+
+    def __init__(self):
+        super().__init__()
+        self.up, self.down, self.step = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8), torch.nn.Tanh()
+
+    def forward(self, x):
+        if bool(x.sum() > 0):
+            x = self.up(x)
+        else:
+            x = self.down(x)
+        for _ in range(2):
+            x = self.step(x)
+        return x
+
+
+@pytest.mark.parametrize("sign, taken", [(1.0, "middle.up"), (-1.0, "middle.down")])
+def test_a_scripted_if_captures_the_branch_that_ran_and_counts_loop_calls(tmp_path, sign, taken):
+    eager = Net(Branches()).eval()
+    with torch.no_grad():
+        eager.embed.weight.copy_(torch.eye(8))
+        eager.embed.bias.zero_()
+    path = _save(eager, None, tmp_path, script=True)
+    report = diffcore.compare(eager, path, {"x": _x(sign=sign)})
+    names = [r.name for r in report.layers]
+    assert taken in names and ({"middle.up", "middle.down"} - {taken}).isdisjoint(names), names
+    assert report.verdict == "pass", report.summary
+    assert any("1 submodule call site(s) inside a scripted loop body are not captured" in w
+               for w in report.warnings), report.warnings
