@@ -31,14 +31,20 @@ class TorchScriptRunner(TorchRunner):
         if kwargs.get("dtype"):
             copy = copy.to(getattr(torch, kwargs["dtype"]))
         self._copy = copy.eval()
-        self._inst = instrument(self._copy)
         self._by_path = dict(self._copy.named_modules())  # ScriptModules have no get_submodule
         self.path = path
+        self.description = f"TorchScript {path} ({self.dtype}, {self.device})"
+        try:
+            self._inst = instrument(self._copy)
+        except (RuntimeError, AttributeError) as exc:  # a graph this rewrite does not handle: outputs only
+            self._inst = None
+            self.warnings.append(f"{self.name}: its graph could not be instrumented ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''}), so only its outputs are compared")
+            return
         self.warnings = []
         if self._inst.skipped:
             self.warnings.append(f"{self.name}: {self._inst.skipped} submodule call site(s) inside a scripted loop "
                                  "body are not captured, only what leaves the loop")
-        self.description = f"TorchScript {path} ({self.dtype}, {self.device})"
 
     # ------------------------------------------------------------------------------------------- running
 
@@ -79,11 +85,14 @@ class TorchScriptRunner(TorchRunner):
         try:
             return super().outputs(inputs)
         except DiffcoreError:
-            self._run(inputs)
+            if self._inst is not None:
+                self._run(inputs)
             raise
 
     def probes(self, inputs: Mapping) -> list[Probe]:
         """Every submodule output and model output in execution order (see TorchRunner.probes)."""
+        if self._inst is None:
+            return super().probes(inputs)
         flat, outputs = self._flat(self._run(inputs))
         probes: list = []
         for key, call, t in flat:
@@ -99,6 +108,8 @@ class TorchScriptRunner(TorchRunner):
               on_call=None) -> list:
         """One instrumented run handing ``keys`` values to ``on_value`` and ``calls`` inputs to ``on_call``
         (see TorchRunner.visit); returns the instrumented run's model outputs."""
+        if self._inst is None:
+            return super().visit(inputs, keys, on_value, calls, on_call)
         result = self._run(inputs)
         flat, outputs = self._flat(result)
         wanted, found, seen = set(keys), set(), []
@@ -138,10 +149,14 @@ class TorchScriptRunner(TorchRunner):
 
     def capture_inputs(self, inputs: Mapping, keys: Collection[str], sources: dict | None = None) -> dict:
         """The inputs of the given submodule calls, from one instrumented run (see TorchRunner)."""
+        if self._inst is None:
+            return super().capture_inputs(inputs, keys, sources)
         return self._call_inputs(self._run(inputs), list(keys), sources)
 
     def check_hooks(self, inputs: Mapping, plain: Mapping | None = None, hooked: list | None = None) -> str:
         """Compare the instrumented run's model outputs with the saved module's own run."""
+        if self._inst is None:
+            return super().check_hooks(inputs, plain, hooked)
         if hooked is None:
             hooked = [t.detach() for _, _, t in self._flat(self._run(inputs))[1]]
         plain = list((plain if plain is not None else self.outputs(inputs)).values())
@@ -162,7 +177,7 @@ class TorchScriptRunner(TorchRunner):
 
     def layer_count(self) -> int:
         """How many submodule calls the instrumented graph reports."""
-        return len(self._inst.calls)
+        return len(self._inst.calls) if self._inst is not None else 0
 
 
 def _torch_tensor():

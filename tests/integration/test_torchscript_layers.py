@@ -1,6 +1,8 @@
 """A TorchScript file is compared layer by layer (its submodules read through its graph): a clean trace pairs
 every layer with its eager module and its ONNX export, a traced Python branch and a baked shape are localized to
 their submodule."""
+import re
+
 import numpy as np
 import pytest
 
@@ -158,4 +160,20 @@ def test_a_scripted_if_captures_the_branch_that_ran_and_counts_loop_calls(tmp_pa
     assert taken in names and ({"middle.up", "middle.down"} - {taken}).isdisjoint(names), names
     assert report.verdict == "pass", report.summary
     assert any("1 submodule call site(s) inside a scripted loop body are not captured" in w
+               for w in report.warnings), report.warnings
+
+
+def test_a_graph_the_rewrite_cannot_instrument_is_compared_at_its_outputs_with_a_warning(tmp_path, monkeypatch):
+    from diffcore.capture import torchscript_runner
+
+    def refuse(module):
+        raise RuntimeError("unsupported graph")
+
+    monkeypatch.setattr(torchscript_runner, "instrument", refuse)
+    eager = Net(torch.nn.GELU()).eval()
+    path = _save(eager, torch.from_numpy(_x()), tmp_path)
+    report = diffcore.compare(eager, path, {"x": _x()})
+    assert report.outputs and report.outputs[0].rel_l2 == 0
+    assert report.coverage["layers"]["paired"] == 0
+    assert any(re.search(r"could not be instrumented \(RuntimeError: unsupported graph\), so only its outputs", w)
                for w in report.warnings), report.warnings
