@@ -101,10 +101,37 @@ def _tf_runner(spec: str, dtype, autocast, role) -> Runner | None:
 
 
 def _torchscript_runner(spec: str, dtype, autocast, device, role) -> Runner:
-    """A TorchScript file (``torch.jit.save``) compared at its outputs."""
+    """A TorchScript file (``torch.jit.save``), its submodules' outputs read through its graph."""
     from .capture.torchscript import load_torchscript
+    from .capture.torchscript_runner import TorchScriptRunner
 
-    return _torch_runner(load_torchscript(spec, role), dtype, autocast, device, None, role)
+    return TorchScriptRunner(spec, load_torchscript(spec, role), load_torchscript(spec, role), dtype=dtype,
+                             autocast=autocast, device=device, name=role)
+
+
+def _is_script_root(module) -> bool:
+    import torch
+
+    return isinstance(module, torch.jit.ScriptModule)
+
+
+def _script_object_runner(module, dtype, autocast, device, role) -> Runner:
+    """A ScriptModule object (traced or scripted in the caller's process), read layer by layer like a file:
+    saved to memory and loaded twice, so the caller's module is never instrumented."""
+    import io
+
+    import torch
+
+    from .capture.torchscript_runner import TorchScriptRunner
+
+    buffer = io.BytesIO()
+    torch.jit.save(module, buffer)
+    copies = []
+    for _ in range(2):
+        buffer.seek(0)
+        copies.append(torch.jit.load(buffer, map_location="cpu").eval())
+    return TorchScriptRunner(f"<{type(module).__name__} object>", *copies, dtype=dtype, autocast=autocast,
+                             device=device, name=role)
 
 
 def _hf_runner(folder: str, dtype, autocast, device, role) -> Runner:
@@ -176,6 +203,8 @@ def open_runner(spec, *, role: str = "model", dtype: str | None = None, autocast
 
         return TraceRunner(spec)
     if _is_torch_module(spec):
+        if _is_script_root(spec):
+            return _script_object_runner(spec, dtype, autocast, device, role)
         return _torch_runner(spec, dtype, autocast, device, None, role)
     raise DiffcoreError(f"{role} must be a torch.nn.Module, an ONNX model, a recorded trace or a path, "
                         f"got {type(spec).__name__}")

@@ -1,7 +1,7 @@
 """Loading a TorchScript file (``torch.jit.save``: traced or scripted) as a model side.
 
-The loaded ScriptModule is handed to TorchRunner, which compares it at its outputs (ScriptModules take no
-hooks, so its submodules are reported as opaque with a warning). A ``.pt`` that is not TorchScript (a
+The loaded ScriptModule is run by TorchScriptRunner (torchscript_runner.py), which reads its submodules'
+outputs through its graph (ScriptModules take no hooks). A ``.pt`` that is not TorchScript (a
 pickled state_dict or a whole pickled nn.Module from ``torch.save``) is a user error, said in one line.
 """
 from __future__ import annotations
@@ -23,6 +23,9 @@ def _is_torchscript_archive(path: str) -> bool:
 
 def load_torchscript(path: str, role: str):
     """The ScriptModule saved at ``path``, in eval mode; DiffcoreError when the file is not TorchScript."""
+    if not zipfile.is_zipfile(path):
+        raise DiffcoreError(f"{role} {path} is not a TorchScript file: torch.jit.save writes a zip archive and "
+                            "this is none (a truncated or corrupt file, or another format)")
     if not _is_torchscript_archive(path):
         raise DiffcoreError(f"{role} {path} is not a TorchScript file (torch.jit.save); a torch.save checkpoint "
                             "such as a state_dict holds weights only: pass path/file.py:factory that builds the "

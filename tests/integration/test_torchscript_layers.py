@@ -1,7 +1,7 @@
-"""A TorchScript file's per-submodule outputs, read off its inlined graph (ScriptModules take no hooks):
-traced and scripted files pair layer by layer with the eager module and with the ONNX export, and the
-typical TorchScript bugs (a traced Python branch, a baked sequence length) are localized to their module."""
-import warnings
+"""A TorchScript file is compared layer by layer (its submodules read through its graph): a clean trace pairs
+every layer with its eager module and its ONNX export, a traced Python branch and a baked shape are localized to
+their submodule."""
+import re
 
 import numpy as np
 import pytest
@@ -9,94 +9,171 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import diffcore  # noqa: E402
-
-from .torchscript_models import BranchModel, Pooled, Stack  # noqa: E402
-
-STACK_LAYERS = {"blocks.0.lin", "blocks.0.act", "blocks.0", "blocks.1.lin", "blocks.1.act", "blocks.1",
-                "blocks.2.lin", "blocks.2.act", "blocks.2", "head"}
+from diffcore.errors import DiffcoreError  # noqa: E402
 
 
-def _save(module, path, how, example):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the tracer warns about the very bugs these tests plant
-        compiled = torch.jit.trace(module, example) if how == "traced" else torch.jit.script(module)
-    torch.jit.save(compiled, str(path))
-    return str(path)
+class Gate(torch.nn.Module):
+    """A Python branch on the data: tracing keeps only the branch taken at trace time."""
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return torch.relu(x)
+        return -x
 
 
-def _x(*shape, sign=1.0):
-    return np.abs(np.random.default_rng(0).standard_normal(shape)).astype(np.float32) * sign
+class Heads(torch.nn.Module):
+    """A softmax per position over a reshape whose sequence length ``int()`` bakes into a trace."""
+
+    def forward(self, x):
+        b, s, f = x.shape
+        return x.reshape(b, int(s), -1).softmax(-1).reshape(b, s, f)
 
 
-@pytest.mark.parametrize("how", ["traced", "scripted"])
-def test_a_torchscript_file_pairs_every_submodule_of_its_eager_module(tmp_path, how):
-    eager = Stack().eval()
-    path = _save(eager, tmp_path / "m.pt", how, torch.zeros(2, 8))
-    report = diffcore.compare(eager, path, {"x": _x(2, 8)}, progress=False)
+class Net(torch.nn.Module):
+    def __init__(self, middle):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Linear(8, 8)
+        self.middle = middle
+        self.norm = torch.nn.LayerNorm(8)
+        self.head = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.norm(self.middle(self.embed(x))))
+
+
+def _save(module, example, tmp_path, script=False):
+    path = str(tmp_path / "model.pt")
+    torch.jit.save(torch.jit.script(module) if script else torch.jit.trace(module, (example,)), path)
+    return path
+
+
+def _x(seq=16, sign=1.0):
+    rng = np.random.default_rng(0)
+    return (sign * np.abs(rng.standard_normal((2, seq, 8)))).astype(np.float32)
+
+
+@pytest.mark.parametrize("script", [False, True], ids=["traced", "scripted"])
+def test_a_clean_torchscript_file_pairs_every_layer_with_its_eager_module(tmp_path, script):
+    eager = Net(torch.nn.GELU()).eval()
+    path = _save(eager, torch.from_numpy(_x()), tmp_path, script)
+    report = diffcore.compare(eager, path, {"x": _x()})
     assert report.verdict == "pass", report.summary
-    assert {r.name for r in report.layers} == STACK_LAYERS
-    assert "compared 10/10 reference layers" in report.summary
-    assert all(r.local_rel_l2 is not None for r in report.layers)  # the test's submodules re-run
+    assert report.coverage["layers"] == {"paired": 4, "total": 4}
+    assert [r.name for r in report.layers] == ["embed", "middle", "norm", "head"]
 
 
-def test_as_the_reference_its_layers_pair_and_the_missing_local_errors_say_why(tmp_path):
-    eager = Stack().eval()
-    path = _save(eager, tmp_path / "m.pt", "scripted", None)
-    report = diffcore.compare(path, eager, {"x": _x(2, 8)}, progress=False)
-    assert report.verdict == "pass" and {r.name for r in report.layers} == STACK_LAYERS
-    assert any("TorchScript reference's module inputs cannot be recorded" in str(n) for n in report.layers[0].notes)
-
-
-def test_a_changed_weight_in_the_file_is_localized_to_its_layer(tmp_path):
-    eager = Stack().eval()
-    compiled = torch.jit.script(Stack().eval())
+def test_a_traced_python_branch_is_localized_to_its_submodule(tmp_path):
+    eager = Net(Gate()).eval()
+    with torch.no_grad():  # the gate sees a positive sum at trace time
+        eager.embed.bias.fill_(5.0)
+    path = _save(eager, torch.from_numpy(_x()), tmp_path)
     with torch.no_grad():
-        compiled.blocks[1].lin.weight[0, 0] += 0.5
-    torch.jit.save(compiled, str(tmp_path / "bug.pt"))
-    report = diffcore.compare(eager, str(tmp_path / "bug.pt"), {"x": _x(2, 8)}, progress=False)
+        eager.embed.bias.fill_(-5.0)
+    traced = torch.jit.load(path)
+    with torch.no_grad():
+        traced.embed.bias.fill_(-5.0)
+    torch.jit.save(traced, path)
+    report = diffcore.compare(eager, path, {"x": _x()})
     assert report.verdict == "fail"
-    assert report.first_divergence.name == "blocks.1.lin", report.summary
+    assert report.first_divergence.name == "middle"
+    assert report.layers[0].status == "ok"
 
 
-def test_a_traced_python_branch_is_localized_to_the_module_that_took_it(tmp_path):
-    eager = BranchModel().eval()
-    traced_at = torch.from_numpy(_x(4, 8))
-    taken = bool(eager.branch.lin(eager.pre(traced_at)).mean() > 0)
-    for shift in (-1.0, 1.0, -10.0, 10.0, -100.0, 100.0):  # h's mean is linear in a shift of the input
-        candidate = _x(4, 8) + np.float32(shift)
-        with torch.no_grad():
-            h = eager.branch.lin(eager.pre(torch.from_numpy(candidate)))
-        if bool(h.mean() > 0) != taken:
-            run_at = candidate
-            break
-    else:
-        pytest.fail("no input takes the other branch")
-    path = _save(eager, tmp_path / "m.pt", "traced", traced_at)
-    report = diffcore.compare(eager, path, {"x": run_at}, progress=False)
+def test_a_shape_baked_by_the_trace_is_localized_to_its_submodule(tmp_path):
+    eager = Net(Heads()).eval()
+    path = _save(eager, torch.from_numpy(_x(seq=16)), tmp_path)
+    report = diffcore.compare(eager, path, {"x": _x(seq=32)})
     assert report.verdict == "fail"
-    assert report.first_divergence.name == "branch", report.summary
-    assert report.row("pre").rel_l2 == 0 and report.row("branch.lin").rel_l2 == 0
+    assert report.first_divergence.name == "middle"
 
 
-def test_a_sequence_length_baked_by_the_trace_is_localized_to_the_pooling(tmp_path):
-    eager = Pooled().eval()
-    path = _save(eager, tmp_path / "m.pt", "traced", torch.zeros(2, 4, 8))
-    assert diffcore.compare(eager, path, {"x": _x(2, 4, 8)}, progress=False).verdict == "pass"
-    report = diffcore.compare(eager, path, {"x": _x(2, 16, 8)}, progress=False)  # run at another length
-    assert report.verdict == "fail"
-    assert report.first_divergence.name == "pool", report.summary
+class FixedHeads(torch.nn.Module):
+    """4 heads whose width ``int()`` bakes into a trace: another sequence length cannot be reshaped."""
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], 4, int(x.shape[1]) * 2).softmax(-1).reshape(x.shape[0], -1, 8)
+
+
+def test_a_baked_shape_that_cannot_reshape_names_its_submodule(tmp_path):
+    eager = Net(FixedHeads()).eval()
+    path = _save(eager, torch.from_numpy(_x(seq=16)), tmp_path)
+    with pytest.raises(DiffcoreError, match=r"^forward of test failed in submodule 'middle': RuntimeError: shape "
+                                            r"'\[2, 4, 32\]' is invalid .*\(TorchScript: .*torch\.reshape"):
+        diffcore.compare(eager, path, {"x": _x(seq=32)})
 
 
 @pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript-exporter", "dynamo-exporter"])
-def test_a_torchscript_file_pairs_with_the_onnx_export_of_its_module(tmp_path, dynamo):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    eager = Stack().eval()
-    path = _save(eager, tmp_path / "m.pt", "traced", torch.zeros(2, 8))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(eager, (torch.zeros(2, 8),), str(tmp_path / "m.onnx"), input_names=["x"],
-                          dynamo=dynamo)
-    report = diffcore.compare(path, str(tmp_path / "m.onnx"), {"x": _x(2, 8)}, progress=False)
+def test_a_torchscript_file_pairs_its_layers_with_its_onnx_export(tmp_path, dynamo):
+    eager = Net(torch.nn.GELU()).eval()
+    example = torch.from_numpy(_x())
+    path = _save(eager, example, tmp_path)
+    onnx_path = str(tmp_path / "model.onnx")
+    torch.onnx.export(eager, (example,), onnx_path, input_names=["x"], dynamo=dynamo)
+    report = diffcore.compare(path, onnx_path, {"x": _x()})
     assert report.verdict == "pass", report.summary
-    assert len(report.layers) >= 6, report.summary
+    assert report.coverage["layers"]["paired"] >= 3, report.coverage
+
+
+def test_a_corrupt_torchscript_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(DiffcoreError, match=r"model\.pt is not a TorchScript file: .*truncated or corrupt"):
+        diffcore.compare(Net(torch.nn.GELU()).eval(), str(path), {"x": _x()})
+
+
+def test_a_truncated_torchscript_archive_is_a_clear_error(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.script(Net(torch.nn.GELU()).eval()), str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DiffcoreError, match=r"model\.pt is not a TorchScript file: .*truncated or corrupt"):
+        diffcore.compare(Net(torch.nn.GELU()).eval(), str(path), {"x": _x()})
+
+
+class Branches(torch.nn.Module):
+    """Submodule calls in both branches of a data-dependent if, and one in a loop."""
+
+    def __init__(self):
+        super().__init__()
+        self.up, self.down, self.step = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8), torch.nn.Tanh()
+
+    def forward(self, x):
+        if bool(x.sum() > 0):
+            x = self.up(x)
+        else:
+            x = self.down(x)
+        for _ in range(2):
+            x = self.step(x)
+        return x
+
+
+@pytest.mark.parametrize("sign, taken", [(1.0, "middle.up"), (-1.0, "middle.down")])
+def test_a_scripted_if_captures_the_branch_that_ran_and_counts_loop_calls(tmp_path, sign, taken):
+    eager = Net(Branches()).eval()
+    with torch.no_grad():
+        eager.embed.weight.copy_(torch.eye(8))
+        eager.embed.bias.zero_()
+    path = _save(eager, None, tmp_path, script=True)
+    report = diffcore.compare(eager, path, {"x": _x(sign=sign)})
+    names = [r.name for r in report.layers]
+    assert taken in names and ({"middle.up", "middle.down"} - {taken}).isdisjoint(names), names
+    assert report.verdict == "pass", report.summary
+    assert any("1 submodule call site(s) inside a scripted loop body are not captured" in w
+               for w in report.warnings), report.warnings
+
+
+def test_a_graph_the_rewrite_cannot_instrument_is_compared_at_its_outputs_with_a_warning(tmp_path, monkeypatch):
+    from diffcore.capture import torchscript_runner
+
+    def refuse(module):
+        raise RuntimeError("unsupported graph")
+
+    monkeypatch.setattr(torchscript_runner, "instrument", refuse)
+    eager = Net(torch.nn.GELU()).eval()
+    path = _save(eager, torch.from_numpy(_x()), tmp_path)
+    report = diffcore.compare(eager, path, {"x": _x()})
+    assert report.outputs and report.outputs[0].rel_l2 == 0
+    assert report.coverage["layers"]["paired"] == 0
+    assert any(re.search(r"could not be instrumented \(RuntimeError: unsupported graph\), so only its outputs", w)
+               for w in report.warnings), report.warnings
