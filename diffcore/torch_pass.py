@@ -30,7 +30,7 @@ def torch_rows(cmp, pairs, ref_feed, test_feed) -> dict:
         ref_out = cmp._timed("capture", cmp.ref.visit, ref_feed, {p.ref.key for p in pairs}, store.put,
                              calls, store.put_call)
         # the test side's own calls only: a call its model does not make must not end the pass
-        test_calls = {call_key(p.test) for p in pairs} if getattr(cmp.test, "records_calls", True) else set()
+        test_calls = {call_key(p.test) for p in pairs}
         test_out = _test_pass(cmp, pairs, test_feed, store, rows, [c for c in calls if c in test_calls])
         cmp.hooked = {id(cmp.ref): ref_out, id(cmp.test): test_out}
         if calls:

@@ -142,11 +142,6 @@ class _Hooks:
                     self.on_output(key, call, path, module, tensor)
         return hook
 
-    @staticmethod
-    def call(module, args, kwargs):
-        """Run the hooked forward (a TorchScript root's taps run its instrumented graph instead)."""
-        return module(*args, **kwargs)
-
     def error(self, exc: BaseException) -> DiffcoreError:
         """A DiffcoreError naming the innermost module running when ``exc`` was raised."""
         call, module = self.stack[-1] if self.stack else (self.prefix, self.root)

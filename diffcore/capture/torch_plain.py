@@ -22,10 +22,6 @@ class NoHooks:
     def __exit__(self, *exc_info):
         return None
 
-    @staticmethod
-    def call(module, args, kwargs):
-        return module(*args, **kwargs)
-
     def error(self, exc: BaseException) -> DiffcoreError:
         return DiffcoreError(f"forward of {self.name} failed: {type(exc).__name__}: {exc}")
 

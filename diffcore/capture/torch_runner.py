@@ -30,7 +30,7 @@ from .torch_factory import load_factory
 from .torch_hooks import (_detached_clone, _eval_mode, _has_bias, _Hooks, _is_script_module, _map_tensors,
                           _unique, flatten_outputs, script_subtrees)
 from .torch_plain import NoHooks, hooks_change
-from .torchscript_taps import ScriptTaps, build_taps, callable_script, script_call, submodule_at
+from .torchscript import script_call, submodule_at
 
 __all__ = ["TorchRunner", "load_factory", "flatten_outputs"]
 
@@ -187,13 +187,7 @@ class TorchRunner(Runner):
         self.example_inputs = self._check_examples(example_inputs)
         amp = f", autocast {autocast}" if autocast else ""
         self.description = f"torch {self.name} ({self.dtype}{amp}, {self.device})"
-        # a TorchScript root: its module outputs are read off its graph (torchscript_taps.py), or, where the
-        # graph cannot be instrumented, it is compared at its outputs only
-        if isinstance(self.module, torch.jit.TracedModule):  # its submodules refuse to be called alone
-            self.module = callable_script(self.module, self.device)
-        self._taps = build_taps(self.module) if _is_script_module(self.module) else None
-        self.warnings = [_opaque_warning(p, self.name) for p in script_subtrees(self.module)
-                         if p or self._taps is None]
+        self.warnings = [_opaque_warning(p, self.name) for p in script_subtrees(self.module)]
 
     # ------------------------------------------------------------------------------------------- inputs
 
@@ -284,23 +278,11 @@ class TorchRunner(Runner):
         torch = _torch()
         with _eval_mode(module), torch.no_grad(), self._autocast(), hooks:
             try:
-                return hooks.call(module, args, kwargs)
+                return module(*args, **kwargs)
             except _CallbackFailed as failed:  # the caller's callback failed, not the model: its own error
                 raise failed.error from None
             except Exception as exc:
                 raise hooks.error(exc) from exc
-
-    @property
-    def records_calls(self) -> bool:
-        """Whether a pass sees each module call's inputs (not on a TorchScript root: its graph's taps give
-        module outputs only)."""
-        return self._taps is None
-
-    def _root_hooks(self, on_inputs=None, on_output=None):
-        """Hooks on every module of the model for one pass (on a TorchScript root: its graph's taps)."""
-        if self._taps is not None:
-            return ScriptTaps(self._taps, self.module, self.name, on_inputs=on_inputs, on_output=on_output)
-        return _Hooks(self.module, on_inputs=on_inputs, on_output=on_output)
 
     def _forward(self, inputs: Mapping, hooks: _Hooks):
         args, kwargs = self._split_call(self.prepare_inputs(inputs))
@@ -321,10 +303,10 @@ class TorchRunner(Runner):
 
         def on_output(key, call, path, module, tensor):
             probes.append(Probe(key, len(probes), tuple(tensor.shape), dtype_name(tensor.dtype), module=path,
-                                op_type=getattr(module, "original_name", None) or type(module).__name__, meta={"call": call,
+                                op_type=type(module).__name__, meta={"call": call,
                                                                      "has_bias": _has_bias(module)}))
 
-        hooks = self._root_hooks(on_output=on_output)
+        hooks = _Hooks(self.module, on_output=on_output)
         output = self._forward(inputs, hooks)
         for key, index, tensor in self._model_outputs(output, hooks):
             probes.append(Probe(key, len(probes), tuple(tensor.shape), dtype_name(tensor.dtype),
@@ -372,7 +354,7 @@ class TorchRunner(Runner):
                 found_calls.add(call)
                 _callback(on_call, call, args, kwargs)
 
-        hooks = self._root_hooks(on_inputs=on_inputs if wanted_calls else None, on_output=on_output)
+        hooks = _Hooks(self.module, on_inputs=on_inputs if wanted_calls else None, on_output=on_output)
         output = self._forward(inputs, hooks)
         outputs = self._model_outputs(output, hooks)
         for key, _, tensor in outputs:
@@ -411,7 +393,7 @@ class TorchRunner(Runner):
                     sources[call] = {id(clone): produced[key][1] for key, (original, clone) in memo.items()
                                      if key in produced and produced[key][0]() is original}
 
-        hooks = self._root_hooks(on_inputs=on_inputs, on_output=on_output if sources is not None else None)
+        hooks = _Hooks(self.module, on_inputs=on_inputs, on_output=on_output if sources is not None else None)
         self._forward(inputs, hooks)
         _check_found(wanted, got, seen, self.name, "module call")
         return {key: got[key] for key in keys}
@@ -457,7 +439,7 @@ class TorchRunner(Runner):
         try:
             output = self._call(self.module, NoHooks(self.name), args, kwargs)
         except DiffcoreError:
-            self._forward(inputs, self._root_hooks())  # the same failure again, located by the hooks
+            self._forward(inputs, _Hooks(self.module))  # the same failure again, located by the hooks
             raise
         return {key: tensor.detach() for key, tensor in flatten_outputs("output", output)}
 
@@ -470,7 +452,7 @@ class TorchRunner(Runner):
             "" when the outputs are bitwise equal, else the warning (also appended to ``self.warnings``).
         """
         if hooked is None:  # else the outputs of a hooked pass already run (``visit``)
-            hooks = self._root_hooks()
+            hooks = _Hooks(self.module)
             hooked = [t.detach() for _, _, t in self._model_outputs(self._forward(inputs, hooks), hooks)]
         plain = list((plain if plain is not None else self.outputs(inputs)).values())
         message = hooks_change(self.name, hooked, plain)

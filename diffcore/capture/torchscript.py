@@ -37,3 +37,40 @@ def load_torchscript(path: str, role: str):
     except RuntimeError as exc:
         raise DiffcoreError(f"{role} {path}: torch.jit.load failed: {str(exc).splitlines()[0]}") from None
     return module.eval()
+
+
+def script_call(module, args, kwargs):
+    """(args, kwargs) for a TorchScript submodule called with the eager module's arguments.
+
+    A traced forward keeps only the tensors the trace used, under names of its own
+    (``forward(self, Tensor input_ids, Tensor input)`` for BertEmbeddings called with ``input_ids=...,
+    token_type_ids=..., position_ids=None, ...``): where the eager names do not fit its schema, the call's
+    tensors are passed positionally, in order, when their number is the schema's.
+    """
+    names = [a.name for a in module.forward.schema.arguments[1:]]
+    if all(k in names for k in kwargs) and len(args) <= len(names):
+        return args, kwargs
+    import torch
+
+    tensors = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)]
+    if len(tensors) == len(names):
+        return tuple(tensors), {}
+    raise DiffcoreError(f"the TorchScript module takes ({', '.join(names)}), not the eager call's "
+                        f"{len(tensors)} tensor(s)")
+
+
+def submodule_at(root, path: str):
+    """``root.get_submodule(path)``, also inside TorchScript modules (which refuse ``get_submodule``).
+
+    Raises:
+        AttributeError: no module at ``path``.
+    """
+    import torch
+
+    module = root
+    for name in path.split(".") if path else ():
+        child = getattr(module, name, None)
+        if not isinstance(child, torch.nn.Module):
+            raise AttributeError(f"no submodule {name!r} in {path!r}")
+        module = child
+    return module
