@@ -3,6 +3,7 @@
     python bench/scaling.py [--quick] [--depths 6,12,24,48] [--repeats 3] [--polygraphy-depths 12,24]
                             [--polygraphy /tmp/polyvenv/bin/polygraphy] [--workdir DIR] [--out DIR]
                             [--cases onnx-vs-onnx,torch-vs-onnx,torch-fp16] [--memory-budget-mb MIB]
+                            [--baseline CHECKOUT]
 
 The model is bench/harness.py's transformer (d=256, 8 heads, batch 8 x 128 tokens, ``--depths`` blocks).
 A = its fp32 TorchScript export (opset 17); B = the same model with one LayerNorm epsilon changed (the
@@ -21,7 +22,9 @@ torch fp32 vs torch fp16 (``test_dtype="float16"``; floor: the fp32 forward plus
 
 Runs are interleaved (depth after depth, ``--repeats`` rounds) and each cell is the minimum over rounds.
 ``--cases`` limits the cases run (default all three); ``--memory-budget-mb`` is passed to
-``diffcore.compare`` (default its own). ``--quick``: depths 6 and 12, one round, no Polygraphy. Prints the table and writes
+``diffcore.compare`` (default its own). ``--baseline``: another checkout of diffcore (e.g. main) whose
+``diffcore`` worker runs right after this one's in every round (column "baseline", same models and
+machine state: a before/after in one run). ``--quick``: depths 6 and 12, one round, no Polygraphy. Prints the table and writes
 bench/results/scaling-<time>.json with the environment manifest.
 """
 from __future__ import annotations
@@ -171,13 +174,15 @@ def worker_warmup(job: dict) -> dict:
 WORKERS = {"plain": worker_plain, "diffcore": worker_diffcore, "warmup": worker_warmup}
 
 
-def run(job: dict, folder: Path) -> dict:
-    """One worker in a fresh process (through /usr/bin/time): its result plus wall time and peak RSS."""
-    name = f"d{job.get('depth', 0)}-{job.get('case', '')}-{job['mode']}-{job.get('round', 0)}"
+def run(job: dict, folder: Path, checkout: Path | None = None) -> dict:
+    """One worker in a fresh process (through /usr/bin/time): its result plus wall time and peak RSS;
+    ``checkout``: run that checkout's bench/scaling.py worker (it imports its own diffcore first)."""
+    label = "baseline" if checkout else job["mode"]
+    name = f"d{job.get('depth', 0)}-{job.get('case', '')}-{label}-{job.get('round', 0)}"
     spec, result = folder / f"{name}-job.json", folder / f"{name}.json"
     spec.write_text(json.dumps({**job, "result": str(result)}))
-    child = harness.run_child([sys.executable, str(Path(__file__).resolve()), "--worker", str(spec)],
-                              folder / f"{name}.log")
+    script = (Path(checkout) / "bench" / "scaling.py").resolve() if checkout else Path(__file__).resolve()
+    child = harness.run_child([sys.executable, str(script), "--worker", str(spec)], folder / f"{name}.log")
     if child["rc"] != 0:
         raise RuntimeError(f"worker {name} failed (rc {child['rc']}); see {folder / (name + '.log')}")
     return {**json.loads(result.read_text()), "process": child}
@@ -208,8 +213,10 @@ def measure(args, folder: Path) -> list[dict]:
     jobs = {depth: prepare(depth, folder) for depth in args.depths}
     print(f"models exported at depths {list(jobs)}", flush=True)
     warm = run({"mode": "warmup"}, folder)
+    if args.baseline:
+        run({"mode": "warmup"}, folder, args.baseline)
     print(f"kernel cache warmed ({warm['compile_s']:.1f} s compiling)", flush=True)
-    raw = {(d, c): {"plain": [], "diffcore": []} for d in jobs for c in cases_for(d, args.cases)}
+    raw = {(d, c): {"plain": [], "diffcore": [], "baseline": []} for d in jobs for c in cases_for(d, args.cases)}
     for round_ in range(args.repeats):
         for depth, job in jobs.items():
             for case in cases_for(depth, args.cases):
@@ -217,6 +224,10 @@ def measure(args, folder: Path) -> list[dict]:
                     out = run({**job, "case": case, "mode": mode, "round": round_,
                                "memory_budget_mb": args.memory_budget_mb}, folder)
                     raw[depth, case][mode].append(out)
+                if args.baseline:
+                    raw[depth, case]["baseline"].append(run({**job, "case": case, "mode": "diffcore",
+                                                             "round": round_, "memory_budget_mb":
+                                                             args.memory_budget_mb}, folder, args.baseline))
                 print(f"round {round_ + 1}/{args.repeats} depth {depth} {case}: plain "
                       f"{raw[depth, case]['plain'][-1]['floor_s']:.2f} s, diffcore "
                       f"{raw[depth, case]['diffcore'][-1]['compare_s']:.2f} s", flush=True)
@@ -224,7 +235,8 @@ def measure(args, folder: Path) -> list[dict]:
     for (depth, case), runs in raw.items():
         plain, dc = best(runs["plain"], "floor_s"), best(runs["diffcore"], "compare_s")
         row = {"depth": depth, "case": case, "plain": plain, "diffcore": dc,
-               "ratio": dc["compare_s"] / plain["floor_s"], "polygraphy": None}
+               "ratio": dc["compare_s"] / plain["floor_s"], "polygraphy": None,
+               "baseline": best(runs["baseline"], "compare_s") if runs["baseline"] else None}
         if case == "onnx-vs-onnx" and depth in args.polygraphy_depths:
             print(f"depth {depth}: polygraphy ...", flush=True)
             pair = {"kind": f"d{depth}", "a": jobs[depth]["a"], "b": jobs[depth]["b"],
@@ -247,6 +259,12 @@ def print_table(rows: list[dict], polygraphy_note: str | None) -> None:
                       f"{r['plain']['process']['peak_rss_bytes'] / 2**20:,.0f}",
                       f"{r['diffcore']['compile_s']:.2f}",
                       ", ".join(f"{k} {v:.2f}" for k, v in r["diffcore"]["timings"].items())])
+        if r.get("baseline"):
+            base = r["baseline"]
+            table.append(["", "baseline", "", f"{base['compare_s']:.2f}",
+                          f"{base['compare_s'] / r['plain']['floor_s']:.1f}x", "", "",
+                          f"{base['process']['peak_rss_bytes'] / 2**20:,.0f}", "", f"{base['compile_s']:.2f}",
+                          ", ".join(f"{k} {v:.2f}" for k, v in base["timings"].items())])
     print(tabulate(table, headers=["depth", "case", "plain both (s)", "diffcore local=all (s)", "ratio",
                                    "Polygraphy (s)", "Polygraphy / diffcore", "diffcore peak RSS MiB",
                                    "plain peak RSS MiB", "compile s", "diffcore timings (s)"]))
@@ -266,6 +284,7 @@ def parse_args(argv):
     parser.add_argument("--out", default=None, help="results folder (default bench/results)")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated cases to run")
     parser.add_argument("--memory-budget-mb", type=int, default=None, help="diffcore.compare's budget")
+    parser.add_argument("--baseline", default=None, help="another diffcore checkout run beside this one")
     args = parser.parse_args(argv)
     if args.worker:
         return args
@@ -305,7 +324,8 @@ def main(argv=None) -> int:
         rows = measure(args, folder)
     print_table(rows, note)
     payload = {"config": BASE, "depths": args.depths, "repeats": args.repeats, "opset": harness.OPSET,
-               "cases": args.cases, "memory_budget_mb": args.memory_budget_mb, "cpu_count": os.cpu_count(),
+               "cases": args.cases, "baseline": args.baseline,
+               "memory_budget_mb": args.memory_budget_mb, "cpu_count": os.cpu_count(),
                "pair": f"A = TorchScript export (fp32); B = the same with blocks[depth//2].norm1.eps = {EPS_CHANGED}",
                "compare": "diffcore.compare(ref, test, inputs, local='all'), in-process seconds, min over rounds",
                "floor": "both sides run once plainly (ORT: session creation + run; torch: forward; fp16: cast "

@@ -24,7 +24,8 @@ from . import models
 @pytest.fixture(scope="module")
 def stacks(tmp_path_factory):
     """{depth: (reference path, test path with one LayerNorm epsilon changed)}, TorchScript exports whose
-    attention Reshapes read computed shapes (static inference leaves them unknown)."""
+    attention Reshapes read computed shapes (static inference leaves them unknown until constants are
+    folded)."""
     folder = tmp_path_factory.mktemp("stacks")
     inputs = models.stack_inputs()
     paths = {}
@@ -60,7 +61,24 @@ def _non_constant(graph, ids) -> list:
     return [i for i in ids if graph.nodes[i].op_type != "Constant"]
 
 
-def test_the_models_have_shapes_only_a_run_gives(stacks, inputs):
+def test_folded_constants_leave_no_shape_to_a_run_and_probes_build_no_session(stacks, inputs, monkeypatch):
+    # The TorchScript attention Reshape reads a Mod of two constants, where ONNX data propagation stops: without
+    # folding, every shape after it was unknown and cost a whole-model shape run per side.
+    built = _count_sessions(monkeypatch)
+    with OnnxRunner(stacks[8][0]) as runner:
+        feed = runner.prepare_inputs(inputs)
+        assert not unknown_values(runner.graph, runner._types_for(feed))
+        assert runner._folded, "nothing was folded"
+        probes = runner.probes(inputs)
+        assert not [p.key for p in probes if p.meta.get("shape_from") == "run"]
+        assert built == []
+        captured = runner.capture(inputs, [p.key for p in probes[:40]])
+    for probe in probes[:40]:
+        assert probe.shape == tuple(captured[probe.key].shape), probe.key
+
+
+def test_without_folding_the_models_have_shapes_only_a_run_gives(stacks, inputs, monkeypatch):
+    monkeypatch.setattr(OnnxRunner, "_fold_constants", lambda self, types: {})
     with OnnxRunner(stacks[2][0]) as runner:
         feed = runner.prepare_inputs(inputs)
         assert unknown_values(runner.graph, runner._types_for(feed)), "the shape run would not be exercised"
@@ -68,6 +86,7 @@ def test_the_models_have_shapes_only_a_run_gives(stacks, inputs):
 
 def test_unknown_shapes_come_from_one_run_of_shape_nodes_equal_to_the_captured_shapes(stacks, inputs,
                                                                                         monkeypatch):
+    monkeypatch.setattr(OnnxRunner, "_fold_constants", lambda self, types: {})  # keep shapes unknown
     built = _count_sessions(monkeypatch)
     with OnnxRunner(stacks[8][0]) as runner:
         probes = {p.key: p for p in runner.probes(inputs)}

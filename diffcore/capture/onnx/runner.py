@@ -44,7 +44,7 @@ from .fusion import fused_away as _absent_from
 from .graph import GraphIndex, ValueType, read_types
 from .loading import CPU, _bound_device, _check_providers, _load_model, _provider_names
 from .segments import SegmentRuns
-from .shapes import run_types, shape_variant, unknown_values
+from .shapes import fold_constants, foldable, run_types, shape_variant, unknown_values, with_constants
 from .store import _ModelStore
 from .values import ORT_TYPES, _digest, _kind_of, _np_dtype, _to_numpy
 
@@ -94,6 +94,7 @@ class OnnxRunner(ModelChanges, LocalRuns, SegmentRuns, Runner):
         self._store = _ModelStore(proto, self._tempdir)
         del proto
         self._graph = None
+        self._folded: dict = {}  # small integer values computed from constants, for shape inference
         self._shape_cache: OrderedDict = OrderedDict()
         self._run_shapes_cache: OrderedDict = OrderedDict()  # input digest -> {value: ValueType} from a run
         self._sessions: OrderedDict = OrderedDict()
@@ -125,6 +126,9 @@ class OnnxRunner(ModelChanges, LocalRuns, SegmentRuns, Runner):
         """The analysed graph (built on first use: shape inference and scope analysis)."""
         if self._graph is None:
             types = self._infer_types(None)
+            self._folded = self._fold_constants(types)
+            if self._folded:
+                types = self._infer_types(None)
             self._graph = GraphIndex(self._store.skeleton, self._store.initializer_names, types, self.name)
             self._fill_unknown_types(self._graph)
         return self._graph
@@ -136,6 +140,7 @@ class OnnxRunner(ModelChanges, LocalRuns, SegmentRuns, Runner):
         # Annotations can be stale (onnxconverter-common leaves float16 value_info on Casts to float):
         # infer from the nodes alone, as ORT does.
         model.graph.ClearField("value_info")
+        with_constants(model, self._folded)
         for info in model.graph.input:
             if input_shapes and info.name in input_shapes:
                 _set_dims(info, input_shapes[info.name])
@@ -145,6 +150,30 @@ class OnnxRunner(ModelChanges, LocalRuns, SegmentRuns, Runner):
         except Exception as exc:  # inference is a convenience: types may still come from ORT below
             self._warn(f"ONNX shape inference failed on {self.name} ({exc}); some shapes are unknown")
         return read_types(model.graph, self._store.skeleton.graph.initializer)
+
+    def _fold_constants(self, types: dict) -> dict:
+        """{name: value} of the small integer values computed from the model's own constants (shapes.py)."""
+        graph = self._store.skeleton.graph
+        constants = {t.name for t in graph.initializer} - {v.name for v in graph.input}
+        ids, outputs = foldable(graph.node, constants, types)
+        return fold_constants(self._run_constant_nodes, ids, outputs)
+
+    def _run_constant_nodes(self, ids: list, outputs: list) -> dict:
+        """Run the nodes ``ids`` of the skeleton (which read constants alone) once, unoptimized, on CPU."""
+        ort = require("onnxruntime")
+        variant = self._store.variant()
+        nodes = [type(variant.graph.node[i])() for i in ids]
+        for node, i in zip(nodes, ids):
+            node.CopyFrom(variant.graph.node[i])  # detached: the field is cleared below
+        for name in ("node", "input", "output", "value_info"):
+            variant.graph.ClearField(name)
+        variant.graph.node.extend(nodes)
+        variant.graph.output.extend(_value_info(name, None) for name in outputs)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(self._store.source(variant), options, providers=[CPU])
+        return dict(zip(outputs, session.run(outputs, {})))
 
     def _fill_unknown_types(self, graph: GraphIndex) -> None:
         """Ask ORT for element types ONNX inference could not give (contrib ops such as com.microsoft)."""

@@ -59,7 +59,9 @@ class _ModelStore:
         self.skeleton = _copy_except(model, onnx.ModelProto(), skip="graph")
         self.skeleton.graph.CopyFrom(_copy_except(model.graph, onnx.GraphProto(), skip="initializer"))
         self.skeleton.graph.initializer.extend(t for t in model.graph.initializer if t.name not in large_names)
-        self._small = {t.name: t for t in model.graph.initializer if t.name not in large_names}
+        # the skeleton's own copies: a reference into ``model`` would keep the whole of it (weights included)
+        # alive, protobuf's sub-messages sharing their parent's arena
+        self._small = {t.name: t for t in self.skeleton.graph.initializer}
         self._counter = 0
         self._external = None
         if sum(_tensor_nbytes(t) for t in large) <= _INLINE_LIMIT:
