@@ -3,7 +3,10 @@
 Every pair records how it was matched (``method``); every tensor left without a counterpart is listed with
 the reason, never dropped silently. Strategies, in order:
 
-1. ``output``: model outputs by name (the same output name on both sides), then by position.
+1. ``output``: model outputs by name (the same output name on both sides, a torch dict's ``output.<key>``
+   named ``<key>``; Hugging Face's ``last_hidden_state`` is optimum's ``token_embeddings``), then by
+   position, except between two Hugging Face names that are different tensors (``pooler_output`` is never
+   a ``sentence_embedding``).
 2. ``name``: the same key on both sides (torch vs torch module paths; ONNX vs ONNX value names).
 3. ``module-scope``: torch module paths vs ONNX values leaving that module's scope (both exporters leave
    module paths: TorchScript in node names, dynamo in ``pkg.torch.onnx.name_scopes``).
@@ -144,6 +147,28 @@ def _tf_named(ref: Probe, test: Probe) -> bool:
     return any(is_graph_probe(p) and tf_layers(p.node or p.key) for p in (ref, test))
 
 
+# Hugging Face output names: the same tensor under another name (optimum names a sentence-transformers
+# pipeline's transformer output token_embeddings), and the names of distinct tensors, which never pair by
+# position (a BertModel's pooler_output and a pipeline's mean-pooled sentence_embedding share a shape).
+SAME_OUTPUT = {"last_hidden_state": "token_embeddings", "token_embeddings": "last_hidden_state"}
+NAMED_OUTPUTS = frozenset({"last_hidden_state", "token_embeddings", "pooler_output", "sentence_embedding"})
+
+
+def output_name(probe: Probe) -> str:
+    """A model output's name: an ONNX output's value name, a torch dict output's key (``output.<key>``)."""
+    return probe.key[len("output."):] if not is_graph_probe(probe) and probe.key.startswith("output.") else probe.key
+
+
+def _same_output(ref: Probe, test: Probe) -> bool:
+    a, b = output_name(ref), output_name(test)
+    return a == b or SAME_OUTPUT.get(a) == b
+
+
+def _distinct_outputs(ref: Probe, test: Probe) -> bool:
+    a, b = output_name(ref), output_name(test)
+    return a in NAMED_OUTPUTS and b in NAMED_OUTPUTS and not _same_output(ref, test)
+
+
 class _Matcher:
     def __init__(self, ref_probes, test_probes):
         self.ref = list(ref_probes)
@@ -182,10 +207,15 @@ class _Matcher:
         for ref in refs:
             if ref.key in test_by_key:
                 self._add_output(ref, test_by_key[ref.key])
+        for ref in (p for p in refs if p.key not in self.paired_ref):
+            test = next((p for p in tests if p.key not in self.paired_test and _same_output(ref, p)), None)
+            if test is not None:
+                self._add_output(ref, test)
         left_test = [p for p in tests if p.key not in self.paired_test]
         for ref in (p for p in refs if p.key not in self.paired_ref):
-            test = next((p for p in left_test if p.output_index == ref.output_index), None) or \
-                next(iter(left_test), None)
+            open_test = [p for p in left_test if not _distinct_outputs(ref, p)]
+            test = next((p for p in open_test if p.output_index == ref.output_index), None) or \
+                next(iter(open_test), None)
             if test is not None and self._add_output(ref, test):
                 left_test.remove(test)
             elif test is not None:  # say why the model outputs did not pair: no output goes unexplained
@@ -193,6 +223,17 @@ class _Matcher:
                 self.output_why[ref.key] = f"model output; does not pair with test output {test.key!r}: {note}"
                 self.output_why.setdefault(test.key, f"model output; does not pair with reference output "
                                                      f"{ref.key!r}: {note}")
+        self._distinct_why(refs, tests)
+
+    def _distinct_why(self, refs, tests) -> None:
+        """Why model outputs left over did not pair: the other side's are differently named tensors."""
+        for side, mine, other in (("reference", refs, tests), ("test", tests, refs)):
+            paired = self.paired_ref if side == "reference" else self.paired_test
+            names = [output_name(p) for p in other]
+            for probe in (p for p in mine if p.key not in paired and p.key not in self.output_why):
+                if output_name(probe) in NAMED_OUTPUTS:
+                    self.output_why[probe.key] = (f"model output {output_name(probe)!r}; the other side's outputs "
+                                                  f"({', '.join(names)}) are other tensors")
 
     def _add_output(self, ref: Probe, test: Probe) -> bool:
         label = ref.key if is_graph_probe(ref) else (test.key if is_graph_probe(test) else ref.key)

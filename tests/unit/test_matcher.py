@@ -121,3 +121,17 @@ def test_a_biasless_linear_still_pairs_with_its_matmul():
     result = match_probes([linear, outer], [matmul])
     assert [(p.ref.key, p.test.key) for p in result.pairs] == [("enc.dense", matmul.key)]
     assert "enc" in {u.key for u in result.unmatched}  # the bare MatMul is not the outer module's output
+
+
+def test_hugging_face_outputs_pair_by_name_never_a_pooler_with_a_sentence_embedding():
+    """A BertModel (last_hidden_state, pooler_output) against a pipeline export (token_embeddings,
+    sentence_embedding): the hidden states pair by name; the pooler never pairs by position with the
+    mean-pooled embedding of the same shape (a false 160 % FAIL), and says why."""
+    ref = [torch_probe("output.last_hidden_state", 0, shape=(2, 5, 8), output_index=0),
+           torch_probe("output.pooler_output", 1, shape=(2, 8), output_index=1)]
+    test = [onnx_probe("token_embeddings", 0, shape=(2, 5, 8), output_index=0, graph=True),
+            onnx_probe("sentence_embedding", 1, shape=(2, 8), output_index=1, graph=True)]
+    result = match_probes(ref, test)
+    assert [(p.ref.key, p.test.key) for p in result.output_pairs] == [("output.last_hidden_state", "token_embeddings")]
+    reasons = {u.key: u.reason for u in result.unmatched}
+    assert "are other tensors" in reasons["output.pooler_output"]
