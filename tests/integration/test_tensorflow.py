@@ -122,13 +122,19 @@ def test_savedmodel_without_serving_signature_exits_2(tmp_path):
     assert "has no serving signature" in proc.stderr
 
 
-def test_savedmodel_signature_outputs_vs_tflite(tmp_path, files):
+def test_savedmodel_intermediates_from_its_frozen_graph_pair_with_tflite_and_keras(tmp_path, files):
     import keras
 
     model = keras.models.load_model(files["keras"])
     model.export(str(tmp_path / "sm"))
     report = compare(str(tmp_path / "sm"), files["fp32"], INPUTS)
     assert report.passed, report.summary
+    # its signature frozen into one graph: every op under the TensorFlow name TFLite kept too
+    assert {"net_1/conv_1/Relu", "net_1/ln_1/add_2"} <= {r.name for r in report.layers}, report.summary
+    layers = compare(files["keras"], str(tmp_path / "sm"), INPUTS)
+    assert layers.passed and {"conv", "ln", "fc1", "act"} <= {r.name for r in layers.layers}, layers.summary
+    planted = compare(str(tmp_path / "sm"), files["eps"], INPUTS)
+    assert not planted.passed and "ln_1" in planted.first_divergence.name, planted.summary
     with pytest.raises(DiffcoreError, match="has no signature 'nope'"):
         open_runner(str(tmp_path / "sm") + "#nope", role="ref")
 

@@ -5,7 +5,9 @@ functional sub-model whose outputs are all the layers' outputs. Layers with seve
 nested models are listed by their outer output only. Model outputs are ``output.i``.
 
 SavedModel (no Keras model to rebuild: Keras 3 loads a SavedModel only as an opaque layer): the serving
-signature's outputs only (``output.<name>``); no intermediates. Name another signature with ``DIR#name``.
+signature's outputs (``output.<name>``) and, from its function frozen into one graph, every float op's
+output under the TensorFlow op name the converters keep (savedmodel_graph.py); where freezing fails, the
+outputs only, said in the description. Name another signature with ``DIR#name``.
 """
 from __future__ import annotations
 
@@ -119,10 +121,13 @@ class SavedModelRunner(Runner):
             raise DiffcoreError(f"{self.name}: SavedModel {path} {what} (signatures: {have}); "
                                 "export it with a signature, or name one as DIR#signature")
         self._loaded, self._fn = loaded, signatures[wanted]
-        self.description = f"SavedModel {path} (signature {wanted}; outputs only, no intermediates)"
+        self._graph = _frozen(self._fn)
+        layers = "intermediates from its frozen graph" if self._graph else "outputs only: its graph could not be frozen"
+        self.description = f"SavedModel {path} (signature {wanted}; {layers})"
         args, kwargs = self._fn.structured_input_signature
         self._specs = [InputSpec(k, v.dtype.name, _shape(v)) for k, v in sorted(kwargs.items())]
         self._outputs = sorted(self._fn.structured_outputs.items())
+        self._shapes: dict = {}
 
     def input_specs(self) -> list[InputSpec]:
         return list(self._specs)
@@ -131,8 +136,19 @@ class SavedModelRunner(Runner):
         return check_inputs(self.name, self._specs, inputs)
 
     def probes(self, inputs: Mapping | None = None) -> list[Probe]:
-        return [Probe(f"output.{k}", j, _shape(v), v.dtype.name, output_index=j)
-                for j, (k, v) in enumerate(self._outputs)]
+        outputs = [Probe(f"output.{k}", j, _shape(v), v.dtype.name, output_index=j)
+                   for j, (k, v) in enumerate(self._outputs)]
+        if self._graph is None:
+            return outputs
+        if inputs is not None and not self._shapes:  # run-time shapes: the graph's leave the batch open
+            values = self._graph.run(self.prepare_inputs(inputs), self._graph.tensors)
+            self._shapes = {n: (v.shape, v.dtype.name) for n, v in values.items()}
+        layers = [Probe(name, j, self._shapes.get(name, (_shape(t), None))[0],
+                        self._shapes.get(name, (None, t.dtype.name))[1], node=name, op_type=t.op.type,
+                        meta={"graph": True})
+                  for j, (name, t) in enumerate(self._graph.tensors.items())]
+        return layers + [Probe(p.key, len(layers) + p.order, p.shape, p.dtype, output_index=p.output_index)
+                         for p in outputs]
 
     def outputs(self, inputs: Mapping) -> dict:
         tf = _deps.require("tensorflow")
@@ -141,8 +157,25 @@ class SavedModelRunner(Runner):
         return {f"output.{k}": result[k].numpy() for k, _ in self._outputs}
 
     def capture(self, inputs: Mapping, keys: Collection[str]) -> dict:
-        values = self.outputs(inputs)
+        outputs = [k for k in keys if k.startswith("output.")]
+        values = self.outputs(inputs) if outputs else {}
+        inner = [k for k in keys if not k.startswith("output.")]
+        unknown = [k for k in inner if self._graph is None or k not in self._graph.tensors]
+        if unknown:
+            raise DiffcoreError(f"{self.name}: unknown probes {format_choices(unknown)}")
+        if inner:
+            values.update(self._graph.run(self.prepare_inputs(inputs), inner))
         return {k: values[k] for k in keys}
+
+
+def _frozen(function):
+    """The signature's frozen graph, or None where TensorFlow cannot freeze it (outputs only then)."""
+    from .savedmodel_graph import FrozenSignature
+
+    try:
+        return FrozenSignature(function)
+    except (ValueError, TypeError, KeyError, RuntimeError):
+        return None
 
 
 def open_tf_model(spec: str, role: str) -> Runner:
