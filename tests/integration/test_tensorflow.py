@@ -203,3 +203,33 @@ def test_tf2onnx_erfc_gelu_is_refused_with_what_to_do(files, tmp_path):
     tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=str(tmp_path / "g.onnx"))
     with pytest.raises(DiffcoreError, match=r"Erfc is no ONNX operator: tf2onnx writes Keras 3's exact GELU"):
         compare(files["keras"], str(tmp_path / "g.onnx"), INPUTS)
+
+
+def test_dense_only_fp16_model_pairs_layers_not_the_xnnpack_weight_dequantizations(tmp_path):
+    # With a dynamic batch XNNPACK lists a DELEGATE node per constant Dequantize; read as ops they paired
+    # each Dense layer
+    # with its (8, 8) float32 weight tensor, so 0 layers were compared and only the output was judged.
+    # The converter saturates a float16 weight beyond 65504 to 65504 (not inf): pinned for the README.
+    import keras
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8,), name="x")
+    y = keras.layers.Dense(8, activation="relu", name="fc0")(inp)
+    y = keras.layers.Dense(8, name="big")(y)
+    model = keras.Model(inp, keras.layers.Dense(4, name="out")(y))
+    w, b = model.get_layer("big").get_weights()
+    w[0, 0] = 1e5
+    model.get_layer("big").set_weights([w, b])
+    model.save(tmp_path / "m.keras")
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations, conv.target_spec.supported_types = [tf.lite.Optimize.DEFAULT], [tf.float16]
+    (tmp_path / "m.tflite").write_bytes(conv.convert())
+    interp = Interpreter(str(tmp_path / "m.tflite"))
+    fp16 = [interp.get_tensor(d["index"]) for d in interp.get_tensor_details() if d["dtype"] == np.float16]
+    assert max(float(np.abs(t.astype(np.float32)).max()) for t in fp16) == 65504.0
+    x = {"x": np.random.default_rng(0).standard_normal((1, 8)).astype(np.float32)}
+    report = compare(str(tmp_path / "m.keras"), str(tmp_path / "m.tflite"), x)
+    assert {r.name for r in report.layers} >= {"fc0", "big"}, report.summary
+    assert "at float16's limit 65504" in report.row("big").quant_issue  # named even where this input hides it

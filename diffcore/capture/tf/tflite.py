@@ -87,6 +87,8 @@ class TfliteRunner(Runner):
         out_pos = {d["index"]: j for j, d in enumerate(self._outputs)}
         probes, seen = [], {d["index"] for d in self._inputs}
         for op in self._interp._get_ops_details():  # noqa: SLF001 - the only op list LiteRT exposes
+            if op["op_name"] == "DELEGATE":
+                continue  # XNNPACK's node repeats ops already listed: a constant's Dequantize came back as a layer
             if op["op_name"] == "DEQUANTIZE" and not set(op["inputs"]) & seen:
                 continue  # a constant's dequantization: weights, not activations
             for index in op["outputs"]:
