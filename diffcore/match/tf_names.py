@@ -46,7 +46,7 @@ def tf_op_name(probe) -> str | None:
     """The TensorFlow op a converted graph's value is the output of, as both converters keep it:
     ``net_1/conv_1/Relu`` for tf2onnx's ``net_1/conv_1/Relu:0`` and TFLite's fused
     ``net_1/conv_1/Relu;net_1/conv_1/BiasAdd``; None for a value without a TensorFlow scope."""
-    name = (probe.key or "").split(";")[0]
+    name = probe.meta.get("tf_op") or (probe.key or "").split(";")[0]  # TFLite: the name before uniquifying
     head, sep, tail = name.rpartition(":")
     name = head if sep and tail.isdigit() else name
     return name if tf_layers(name) else None

@@ -133,6 +133,9 @@ def test_savedmodel_intermediates_from_its_frozen_graph_pair_with_tflite_and_ker
     assert {"net_1/conv_1/Relu", "net_1/ln_1/add_2"} <= {r.name for r in report.layers}, report.summary
     layers = compare(files["keras"], str(tmp_path / "sm"), INPUTS)
     assert layers.passed and {"conv", "ln", "fc1", "act"} <= {r.name for r in layers.layers}, layers.summary
+    # TFLite appends a digit to an op's output name a constant took first (fc1's weight is .../MatMul)
+    dynamic = compare(str(tmp_path / "sm"), files["int8"], INPUTS)
+    assert dynamic.passed and "int8" in dynamic.row("net_1/fc1_1/MatMul").precision, dynamic.summary
     planted = compare(str(tmp_path / "sm"), files["eps"], INPUTS)
     assert not planted.passed and "ln_1" in planted.first_divergence.name, planted.summary
     with pytest.raises(DiffcoreError, match="has no signature 'nope'"):

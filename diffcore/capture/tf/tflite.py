@@ -37,6 +37,15 @@ def layer_names(tensor_name: str) -> list:
     return [layer, head] if sep and tail.isdigit() else [layer]
 
 
+def tf_op_of(tensor_name: str, names: set) -> str:
+    """The TensorFlow op a tensor is the output of. The converter keeps the op's name, but where a constant
+    took it first (a Dense's weight is ``net_1/fc1_1/MatMul``) the output gets a digit appended
+    (``MatMul1``, ``MatMul2`` after a float16 weight's dequantized copy): that digit is dropped again."""
+    first = tensor_name.split(";")[0]
+    base = first.rstrip("0123456789")
+    return base if base != first and base in names else first
+
+
 def input_name(tensor_name: str) -> str:
     """``serving_default_x:0`` -> ``x`` (the name the Keras model gave the input)."""
     name = tensor_name.split(":")[0]
@@ -86,6 +95,7 @@ class TfliteRunner(Runner):
         details = {d["index"]: d for d in self._interp.get_tensor_details()}
         out_pos = {d["index"]: j for j, d in enumerate(self._outputs)}
         probes, seen = [], {d["index"] for d in self._inputs}
+        names = {d["name"] for d in details.values()}
         for op in self._interp._get_ops_details():  # noqa: SLF001 - the only op list LiteRT exposes
             if op["op_name"] == "DELEGATE":
                 continue  # XNNPACK's node repeats ops already listed: a constant's Dequantize came back as a layer
@@ -100,7 +110,8 @@ class TfliteRunner(Runner):
                 probes.append(Probe(d["name"], len(probes), tuple(int(x) for x in d["shape"]), dtype,
                                     module=layer_of(d["name"]), op_type=op["op_name"],
                                     output_index=out_pos.get(index), meta={"graph": True, "tensor": index,
-                                                                     "modules": layer_names(d["name"])}))
+                                                                     "modules": layer_names(d["name"]),
+                                                                     "tf_op": tf_op_of(d["name"], names)}))
         return probes
 
     def input_specs(self) -> list[InputSpec]:
