@@ -444,7 +444,7 @@ def sample_reports(ref, test, indexed_samples, opening: dict, options: dict) -> 
 
 def reports_on(ref_runner, test_runner, indexed_samples, options: dict) -> list:
     """``sample_reports`` on runners already open (a Ray actor keeps its runners across shards)."""
-    from .dataset.driver import fitted
+    from .texts import fitted
     from .dataset.sources import materialize
 
     per_sample = {**options, "keep_states": True, "progress": as_progress(False)}

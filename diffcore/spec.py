@@ -109,12 +109,6 @@ def _torchscript_runner(spec: str, dtype, autocast, device, role) -> Runner:
                              autocast=autocast, device=device, name=role)
 
 
-def _is_script_root(module) -> bool:
-    import torch
-
-    return isinstance(module, torch.jit.ScriptModule)
-
-
 def _script_object_runner(module, dtype, autocast, device, role) -> Runner:
     """A ScriptModule object (traced or scripted in the caller's process), read layer by layer like a file:
     saved to memory and loaded twice, so the caller's module is never instrumented."""
@@ -203,7 +197,9 @@ def open_runner(spec, *, role: str = "model", dtype: str | None = None, autocast
 
         return TraceRunner(spec)
     if _is_torch_module(spec):
-        if _is_script_root(spec):
+        from .capture.torch_hooks import _is_script_module
+
+        if _is_script_module(spec):
             return _script_object_runner(spec, dtype, autocast, device, role)
         return _torch_runner(spec, dtype, autocast, device, None, role)
     raise DiffcoreError(f"{role} must be a torch.nn.Module, an ONNX model, a recorded trace or a path, "

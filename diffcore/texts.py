@@ -27,6 +27,13 @@ def read_lines(path, what: str = "--texts file") -> list[str]:
     return lines
 
 
+def fitted(sample: dict, input_names) -> dict:
+    """``sample`` without the tokenizer outputs neither model takes (``text_samples`` makes all three)."""
+    if not input_names:
+        return sample
+    return {k: v for k, v in sample.items() if k in input_names or k not in TOKEN_INPUTS}
+
+
 def text_samples(texts, tokenizer_path) -> list[dict]:
     """One sample dict per text, tokenized with the ``tokenizers`` library's ``tokenizer_path``."""
     from .deploy.artifacts import load_tokenizer

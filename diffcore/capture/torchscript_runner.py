@@ -166,13 +166,6 @@ class TorchScriptRunner(TorchRunner):
             self.warnings.append(message)
         return message
 
-    def _submodule(self, path: str):
-        """The saved module's submodule at ``path`` (what ``run_module`` runs on the reference's inputs)."""
-        found = dict(self.module.named_modules()).get(path) if path else None
-        if found is None:
-            raise DiffcoreError(f"{self.name} has no submodule {path!r}")
-        return found
-
     def _own_float_dtype(self, path: str):
         return self.float_dtype  # a TorchScript file runs in one dtype (cast whole by --dtype)
 

@@ -5,7 +5,7 @@ import os
 from collections.abc import Mapping
 
 from ..errors import DiffcoreError
-from ..texts import TOKEN_INPUTS
+from ..texts import fitted
 from .aggregate import DatasetBuilder
 from .sources import materialize
 
@@ -36,10 +36,3 @@ def run_dataset(comparison_for, samples, progress, input_names=None):
     if not builder.count:
         raise DiffcoreError("the dataset has no sample: nothing was compared")
     return builder.report()
-
-
-def fitted(sample: dict, input_names) -> dict:
-    """``sample`` without the tokenizer outputs neither model takes (texts.py makes all three)."""
-    if not input_names:
-        return sample
-    return {k: v for k, v in sample.items() if k in input_names or k not in TOKEN_INPUTS}

@@ -323,10 +323,9 @@ def _text_inputs(runner, artifacts, texts) -> dict | None:
     tokenizer = next((a.path for a in artifacts if os.path.basename(a.path) == "tokenizer.json"), None)
     if not texts or tokenizer is None:
         return None
-    from ..texts import TOKEN_INPUTS, text_batch
+    from ..texts import fitted, text_batch
 
-    taken = {s.name for s in runner.input_specs()}
-    return {k: v for k, v in text_batch(texts, tokenizer).items() if k in taken or k not in TOKEN_INPUTS}
+    return fitted(text_batch(texts, tokenizer), {s.name for s in runner.input_specs()})
 
 
 def _inputs_for(runner, inputs) -> dict:
